@@ -1,0 +1,619 @@
+//! The durable change log ("cache"): append-only segment files per disk.
+//!
+//! ```text
+//! <cache dir>/<machine id>/machine.json          hostname and disks, as the agent last said Hello
+//! <cache dir>/<machine id>/<disk id>/seg-<first seq>.log   records (see `segment`)
+//! <cache dir>/<machine id>/<disk id>/cursor      what the uploader has committed to the vault (see `Cursor`)
+//! ```
+//!
+//! The receiver appends and fsyncs before it acknowledges; the compressor reads only what is durable; segments
+//! are deleted only after the uploader has committed everything in them. The total size is bounded: an append
+//! that would exceed the limit waits until the uploader releases space, which stops the receiver from reading
+//! its socket, so agents wait and nothing is dropped.
+
+use crate::segment::{self, Record};
+use crate::ActorError;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// A new segment is started once the current one passes this size, so released space comes back in steps.
+pub const SEGMENT_TARGET_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DiskMeta {
+    pub disk_id: String,
+    pub size_bytes: u64,
+    pub label: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MachineMeta {
+    pub machine_id: String,
+    pub hostname: String,
+    pub disks: Vec<DiskMeta>,
+}
+
+/// The uploader's commit point for one disk: every extent with `seq <= seq` and every bookmark with
+/// `bookmark_id <= bookmark_id` is in the vault and in the appliance's block map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    pub seq: u64,
+    pub bookmark_id: u64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first_seq: u64,
+    path: PathBuf,
+    /// Bytes known to be fsync'd; readers never go past this.
+    durable_len: u64,
+    /// Highest extent seq and bookmark id in the durable part.
+    last_seq: u64,
+    last_bookmark: u64,
+}
+
+#[derive(Debug)]
+struct DiskLogState {
+    segments: Vec<Segment>,
+    writer: Option<File>,
+    /// Bytes appended to the last segment, synced or not.
+    written_len: u64,
+    /// Highest seq / bookmark appended but not yet synced.
+    pending_seq: u64,
+    pending_bookmark: u64,
+    durable_seq: u64,
+    committed: Cursor,
+}
+
+/// One disk's log. Appends come from one session at a time; reads from the compressor.
+#[derive(Debug)]
+pub struct DiskLog {
+    pub machine_id: String,
+    pub disk_id: String,
+    dir: PathBuf,
+    state: Mutex<DiskLogState>,
+}
+
+/// Position of a reader in a disk log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadPos {
+    pub segment_first_seq: u64,
+    pub offset: u64,
+}
+
+/// All machines' logs plus the shared size budget.
+#[derive(Debug)]
+pub struct Cache {
+    root: PathBuf,
+    max_bytes: u64,
+    used: Mutex<u64>,
+    space_freed: Condvar,
+    disks: Mutex<HashMap<(String, String), Arc<DiskLog>>>,
+    machines: Mutex<HashMap<String, MachineMeta>>,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> ActorError {
+    ActorError::Cache(format!("{what} {}: {e}", path.display()))
+}
+
+impl Cache {
+    /// Opens the cache, recovering every disk log: torn tails are cut, durable sequence numbers recomputed.
+    pub fn open(root: &Path, max_bytes: u64) -> Result<Arc<Cache>, ActorError> {
+        fs::create_dir_all(root).map_err(|e| io_err("create", root, e))?;
+        let cache = Arc::new(Cache {
+            root: root.to_path_buf(),
+            max_bytes,
+            used: Mutex::new(0),
+            space_freed: Condvar::new(),
+            disks: Mutex::new(HashMap::new()),
+            machines: Mutex::new(HashMap::new()),
+        });
+        for entry in fs::read_dir(root).map_err(|e| io_err("list", root, e))? {
+            let entry = entry.map_err(|e| io_err("list", root, e))?;
+            let meta_path = entry.path().join("machine.json");
+            if !meta_path.exists() {
+                continue;
+            }
+            let meta: MachineMeta = serde_json::from_slice(
+                &fs::read(&meta_path).map_err(|e| io_err("read", &meta_path, e))?,
+            )
+            .map_err(|e| ActorError::Cache(format!("{}: {e}", meta_path.display())))?;
+            cache.register_machine(meta)?;
+        }
+        Ok(cache)
+    }
+
+    /// Records a machine's disks (from its Hello) and opens their logs.
+    pub fn register_machine(&self, meta: MachineMeta) -> Result<Vec<Arc<DiskLog>>, ActorError> {
+        let mdir = self.root.join(&meta.machine_id);
+        fs::create_dir_all(&mdir).map_err(|e| io_err("create", &mdir, e))?;
+        let tmp = mdir.join("machine.json.tmp");
+        let body = serde_json::to_vec_pretty(&meta).expect("machine meta serializes");
+        write_durably(&tmp, &mdir.join("machine.json"), &body)?;
+        let mut logs = Vec::new();
+        for d in &meta.disks {
+            let key = (meta.machine_id.clone(), d.disk_id.clone());
+            let existing = self.disks.lock().expect("cache lock").get(&key).cloned();
+            let log = match existing {
+                Some(l) => l,
+                None => {
+                    let (log, bytes) = DiskLog::open(&meta.machine_id, &d.disk_id, &mdir.join(&d.disk_id))?;
+                    *self.used.lock().expect("cache lock") += bytes;
+                    let log = Arc::new(log);
+                    self.disks.lock().expect("cache lock").insert(key, log.clone());
+                    log
+                }
+            };
+            logs.push(log);
+        }
+        self.machines
+            .lock()
+            .expect("cache lock")
+            .insert(meta.machine_id.clone(), meta);
+        Ok(logs)
+    }
+
+    pub fn machines(&self) -> Vec<MachineMeta> {
+        let mut v: Vec<_> = self.machines.lock().expect("cache lock").values().cloned().collect();
+        v.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+        v
+    }
+
+    pub fn disk(&self, machine_id: &str, disk_id: &str) -> Option<Arc<DiskLog>> {
+        self.disks
+            .lock()
+            .expect("cache lock")
+            .get(&(machine_id.to_string(), disk_id.to_string()))
+            .cloned()
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        *self.used.lock().expect("cache lock")
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Reserves room for `bytes` of records, waiting while the cache is full. Returns false when `stop` became
+    /// true while waiting (shutdown), so the caller can give up without writing.
+    pub fn reserve(&self, bytes: u64, stop: &dyn Fn() -> bool) -> bool {
+        let mut used = self.used.lock().expect("cache lock");
+        // A single batch larger than the whole budget still goes through once the cache is empty.
+        while *used > 0 && *used + bytes > self.max_bytes {
+            if stop() {
+                return false;
+            }
+            used = self
+                .space_freed
+                .wait_timeout(used, Duration::from_millis(200))
+                .expect("cache lock")
+                .0;
+        }
+        *used += bytes;
+        true
+    }
+
+    /// Gives back reserved bytes that were not written (a failed append).
+    pub fn unreserve(&self, bytes: u64) {
+        let mut used = self.used.lock().expect("cache lock");
+        *used = used.saturating_sub(bytes);
+        self.space_freed.notify_all();
+    }
+
+    /// Marks everything up to `cursor` as committed to the vault and deletes segments that are wholly
+    /// committed (never the one being written).
+    pub fn commit(&self, log: &DiskLog, cursor: Cursor) -> Result<(), ActorError> {
+        let freed = log.commit(cursor)?;
+        if freed > 0 {
+            self.unreserve(freed);
+        }
+        Ok(())
+    }
+}
+
+impl DiskLog {
+    fn open(machine_id: &str, disk_id: &str, dir: &Path) -> Result<(DiskLog, u64), ActorError> {
+        fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
+        let committed: Cursor = match fs::read(dir.join("cursor")) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| ActorError::Cache(format!("{}/cursor: {e}", dir.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Cursor::default(),
+            Err(e) => return Err(io_err("read", &dir.join("cursor"), e)),
+        };
+        let mut names: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+            .map_err(|e| io_err("list", dir, e))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let seq = name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()?;
+                Some((seq, e.path()))
+            })
+            .collect();
+        names.sort();
+        let mut segments = Vec::new();
+        let mut durable_seq = committed.seq;
+        let mut total = 0;
+        let count = names.len();
+        for (i, (first_seq, path)) in names.into_iter().enumerate() {
+            let scan = scan_segment(&path)?;
+            if scan.valid_len < scan.file_len {
+                // A torn or corrupt tail can only be the last, unacknowledged write of the last segment.
+                tracing::warn!(path = %path.display(), valid = scan.valid_len, file = scan.file_len,
+                    last = i + 1 == count, "cutting a torn tail off a cache segment");
+                let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_err("open", &path, e))?;
+                f.set_len(scan.valid_len).map_err(|e| io_err("truncate", &path, e))?;
+                f.sync_all().map_err(|e| io_err("fsync", &path, e))?;
+            }
+            durable_seq = durable_seq.max(scan.last_seq);
+            total += scan.valid_len;
+            segments.push(Segment {
+                first_seq,
+                path,
+                durable_len: scan.valid_len,
+                last_seq: scan.last_seq,
+                last_bookmark: scan.last_bookmark,
+            });
+        }
+        let log = DiskLog {
+            machine_id: machine_id.to_string(),
+            disk_id: disk_id.to_string(),
+            dir: dir.to_path_buf(),
+            state: Mutex::new(DiskLogState {
+                segments,
+                writer: None,
+                written_len: 0,
+                pending_seq: durable_seq,
+                pending_bookmark: 0,
+                durable_seq,
+                committed,
+            }),
+        };
+        Ok((log, total))
+    }
+
+    /// The highest sequence number that is fsync'd here (or already committed to the vault).
+    pub fn durable_seq(&self) -> u64 {
+        self.state.lock().expect("log lock").durable_seq
+    }
+
+    pub fn committed(&self) -> Cursor {
+        self.state.lock().expect("log lock").committed
+    }
+
+    /// Appends records without syncing; `sync` makes them durable. Split so a session can group-commit
+    /// many records with one fsync per disk.
+    pub fn append(&self, records: &[Record]) -> Result<(), ActorError> {
+        let mut st = self.state.lock().expect("log lock");
+        for r in records {
+            let roll = st.segments.last().is_none_or(|s| st.written_len >= SEGMENT_TARGET_BYTES || s.durable_len >= SEGMENT_TARGET_BYTES);
+            if roll {
+                // The old segment is made durable before the new one exists, so only the last segment
+                // can ever hold unsynced bytes.
+                self.sync_locked(&mut st)?;
+                let first = match r {
+                    Record::Extent { seq, .. } => *seq,
+                    Record::Bookmark { last_seq, .. } => *last_seq + 1,
+                };
+                let first = first.max(st.segments.last().map_or(0, |s| s.first_seq + 1));
+                let path = self.dir.join(format!("seg-{first:020}.log"));
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io_err("create", &path, e))?;
+                File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io_err("fsync", &self.dir, e))?;
+                st.writer = Some(f);
+                st.written_len = 0;
+                st.segments.push(Segment {
+                    first_seq: first,
+                    path,
+                    durable_len: 0,
+                    last_seq: 0,
+                    last_bookmark: 0,
+                });
+            } else if st.writer.is_none() {
+                let seg = st.segments.last().expect("segment");
+                let path = seg.path.clone();
+                st.written_len = seg.durable_len;
+                st.writer = Some(
+                    OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| io_err("open", &path, e))?,
+                );
+            }
+            let header = segment::encode_header(r);
+            let w = st.writer.as_mut().expect("writer open");
+            w.write_all(&header)
+                .and_then(|_| w.write_all(segment::body(r)))
+                .map_err(|e| io_err("append to", &self.dir, e))?;
+            st.written_len += r.encoded_len();
+            match r {
+                Record::Extent { seq, .. } => st.pending_seq = st.pending_seq.max(*seq),
+                Record::Bookmark { bookmark_id, .. } => st.pending_bookmark = st.pending_bookmark.max(*bookmark_id),
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs the segment being written and publishes everything appended so far as durable.
+    /// Returns the durable sequence number.
+    pub fn sync(&self) -> Result<u64, ActorError> {
+        let mut st = self.state.lock().expect("log lock");
+        self.sync_locked(&mut st)?;
+        Ok(st.durable_seq)
+    }
+
+    fn sync_locked(&self, st: &mut DiskLogState) -> Result<(), ActorError> {
+        let Some(w) = st.writer.as_mut() else {
+            return Ok(());
+        };
+        let written = st.written_len;
+        let Some(seg) = st.segments.last_mut() else {
+            return Ok(());
+        };
+        if seg.durable_len == written {
+            return Ok(());
+        }
+        w.sync_data().map_err(|e| io_err("fsync", &seg.path, e))?;
+        seg.durable_len = written;
+        seg.last_seq = seg.last_seq.max(st.pending_seq);
+        seg.last_bookmark = seg.last_bookmark.max(st.pending_bookmark);
+        st.durable_seq = st.durable_seq.max(st.pending_seq);
+        Ok(())
+    }
+
+    /// Drops unsynced appends after a failed write so the log never acknowledges a partial batch:
+    /// the file is cut back to its durable length.
+    pub fn rollback(&self) -> Result<(), ActorError> {
+        let mut st = self.state.lock().expect("log lock");
+        if let Some(seg) = st.segments.last() {
+            let (path, len) = (seg.path.clone(), seg.durable_len);
+            st.writer = None;
+            st.written_len = len;
+            st.pending_seq = st.durable_seq;
+            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_err("open", &path, e))?;
+            f.set_len(len).map_err(|e| io_err("truncate", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads durable records from `pos` until `max_bytes` of extent data or a bookmark (inclusive).
+    /// Returns the records and the new position.
+    pub fn read_from(&self, pos: &ReadPos, max_bytes: u64) -> Result<(Vec<Record>, ReadPos), ActorError> {
+        let segs: Vec<(u64, PathBuf, u64)> = {
+            let st = self.state.lock().expect("log lock");
+            st.segments
+                .iter()
+                .filter(|s| s.first_seq >= pos.segment_first_seq)
+                .map(|s| (s.first_seq, s.path.clone(), s.durable_len))
+                .collect()
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        let mut cur = pos.clone();
+        for (first, path, durable_len) in segs {
+            let start = if first == cur.segment_first_seq { cur.offset } else { 0 };
+            cur = ReadPos {
+                segment_first_seq: first,
+                offset: start,
+            };
+            if start >= durable_len {
+                continue;
+            }
+            let mut f = File::open(&path).map_err(|e| io_err("open", &path, e))?;
+            f.seek(SeekFrom::Start(start)).map_err(|e| io_err("seek", &path, e))?;
+            let mut r = BufReader::with_capacity(1 << 20, f.take(durable_len - start));
+            loop {
+                let rec = match segment::read_record(&mut r) {
+                    Ok(Some(rec)) => rec,
+                    Ok(None) => break,
+                    Err(e) => return Err(ActorError::Cache(format!("{}: {e}", path.display()))),
+                };
+                cur.offset += rec.encoded_len();
+                let is_bookmark = matches!(rec, Record::Bookmark { .. });
+                if let Record::Extent { data, .. } = &rec {
+                    bytes += data.len() as u64;
+                }
+                out.push(rec);
+                if is_bookmark || bytes >= max_bytes {
+                    return Ok((out, cur));
+                }
+            }
+        }
+        Ok((out, cur))
+    }
+
+    /// The read position just after the committed cursor: the start of the first segment still held.
+    /// Records at or below the cursor are skipped by the reader.
+    pub fn start_pos(&self) -> ReadPos {
+        let st = self.state.lock().expect("log lock");
+        ReadPos {
+            segment_first_seq: st.segments.first().map_or(0, |s| s.first_seq),
+            offset: 0,
+        }
+    }
+
+    fn commit(&self, cursor: Cursor) -> Result<u64, ActorError> {
+        let tmp = self.dir.join("cursor.tmp");
+        write_durably(&tmp, &self.dir.join("cursor"), &serde_json::to_vec(&cursor).expect("cursor"))?;
+        let mut st = self.state.lock().expect("log lock");
+        st.committed = cursor;
+        let mut freed = 0;
+        while st.segments.len() > 1 {
+            let s = &st.segments[0];
+            let done = s.last_seq <= cursor.seq && s.last_bookmark <= cursor.bookmark_id;
+            if !done {
+                break;
+            }
+            fs::remove_file(&s.path).map_err(|e| io_err("remove", &s.path, e))?;
+            freed += s.durable_len;
+            st.segments.remove(0);
+        }
+        Ok(freed)
+    }
+}
+
+struct SegmentScan {
+    valid_len: u64,
+    file_len: u64,
+    last_seq: u64,
+    last_bookmark: u64,
+}
+
+fn scan_segment(path: &Path) -> Result<SegmentScan, ActorError> {
+    let f = File::open(path).map_err(|e| io_err("open", path, e))?;
+    let file_len = f.metadata().map_err(|e| io_err("stat", path, e))?.len();
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut scan = SegmentScan {
+        valid_len: 0,
+        file_len,
+        last_seq: 0,
+        last_bookmark: 0,
+    };
+    while let Ok(Some(rec)) = segment::read_record(&mut r) {
+        scan.valid_len += rec.encoded_len();
+        match rec {
+            Record::Extent { seq, .. } => scan.last_seq = scan.last_seq.max(seq),
+            Record::Bookmark { bookmark_id, .. } => scan.last_bookmark = scan.last_bookmark.max(bookmark_id),
+        }
+    }
+    Ok(scan)
+}
+
+/// Writes `body` to `tmp`, fsyncs, renames over `dest` and fsyncs the folder: the file is either old or new.
+pub fn write_durably(tmp: &Path, dest: &Path, body: &[u8]) -> Result<(), ActorError> {
+    let mut f = File::create(tmp).map_err(|e| io_err("create", tmp, e))?;
+    f.write_all(body).map_err(|e| io_err("write", tmp, e))?;
+    f.sync_all().map_err(|e| io_err("fsync", tmp, e))?;
+    fs::rename(tmp, dest).map_err(|e| io_err("rename", dest, e))?;
+    if let Some(dir) = dest.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("fsync", dir, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> MachineMeta {
+        MachineMeta {
+            machine_id: "m1".into(),
+            hostname: "h".into(),
+            disks: vec![DiskMeta {
+                disk_id: "disk0".into(),
+                size_bytes: 1 << 20,
+                label: "/dev/x".into(),
+            }],
+        }
+    }
+
+    fn extent(seq: u64, fill: u8) -> Record {
+        Record::Extent {
+            seq,
+            offset: (seq % 16) * 65536,
+            data: bytes::Bytes::from(vec![fill; 65536]),
+        }
+    }
+
+    #[test]
+    fn append_sync_read_commit_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let log = cache.register_machine(meta()).unwrap().remove(0);
+        log.append(&[extent(1, 1), extent(2, 2)]).unwrap();
+        // Not durable yet: the reader must not see it.
+        assert!(log.read_from(&log.start_pos(), 1 << 30).unwrap().0.is_empty());
+        assert_eq!(log.sync().unwrap(), 2);
+        log.append(&[Record::Bookmark { last_seq: 2, bookmark_id: 10, app_consistent: false }, extent(3, 3)])
+            .unwrap();
+        log.sync().unwrap();
+        let (recs, pos) = log.read_from(&log.start_pos(), 1 << 30).unwrap();
+        assert_eq!(recs.len(), 3, "stops after the bookmark");
+        let (rest, _) = log.read_from(&pos, 1 << 30).unwrap();
+        assert_eq!(rest, vec![extent(3, 3)]);
+        cache.commit(&log, Cursor { seq: 2, bookmark_id: 10 }).unwrap();
+        drop(log);
+        drop(cache);
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let log = cache.disk("m1", "disk0").unwrap();
+        assert_eq!(log.durable_seq(), 3);
+        assert_eq!(log.committed(), Cursor { seq: 2, bookmark_id: 10 });
+    }
+
+    #[test]
+    fn torn_tail_is_cut_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+            let log = cache.register_machine(meta()).unwrap().remove(0);
+            log.append(&[extent(1, 1), extent(2, 2)]).unwrap();
+            log.sync().unwrap();
+        }
+        let seg = dir.path().join("m1/disk0/seg-00000000000000000001.log");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        // Half of a third record, as a crash mid-write leaves it.
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        let third = extent(3, 3);
+        f.write_all(&segment::encode_header(&third)).unwrap();
+        f.write_all(&[3u8; 1000]).unwrap();
+        drop(f);
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let log = cache.disk("m1", "disk0").unwrap();
+        assert_eq!(log.durable_seq(), 2);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+        let (recs, _) = log.read_from(&log.start_pos(), 1 << 30).unwrap();
+        assert_eq!(recs, vec![extent(1, 1), extent(2, 2)]);
+    }
+
+    #[test]
+    fn segments_roll_and_are_released_after_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let log = cache.register_machine(meta()).unwrap().remove(0);
+        let per_seg = SEGMENT_TARGET_BYTES / (65536 + 28) + 1;
+        let n = per_seg * 2 + 3;
+        for seq in 1..=n {
+            assert!(cache.reserve(65536 + 28, &|| false));
+            log.append(&[extent(seq, seq as u8)]).unwrap();
+        }
+        log.sync().unwrap();
+        let segs = || std::fs::read_dir(dir.path().join("m1/disk0")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-")).count();
+        assert_eq!(segs(), 3);
+        let (all, _) = log.read_from(&log.start_pos(), u64::MAX).unwrap();
+        assert_eq!(all.len() as u64, n);
+        let used = cache.used_bytes();
+        cache.commit(&log, Cursor { seq: per_seg, bookmark_id: 0 }).unwrap();
+        assert_eq!(segs(), 2);
+        assert!(cache.used_bytes() < used);
+        cache.commit(&log, Cursor { seq: n, bookmark_id: 0 }).unwrap();
+        assert_eq!(segs(), 1, "the segment being written is kept");
+    }
+
+    #[test]
+    fn full_cache_blocks_until_space_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1000).unwrap();
+        assert!(cache.reserve(800, &|| false));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| cache.reserve(800, &|| stop.load(std::sync::atomic::Ordering::SeqCst)));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!h.is_finished(), "a full cache must make the writer wait");
+            cache.unreserve(800);
+            assert!(h.join().unwrap());
+        });
+        let waited = cache.reserve(900, &|| true);
+        assert!(!waited, "shutdown ends the wait without writing");
+    }
+}

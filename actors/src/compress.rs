@@ -1,0 +1,269 @@
+//! Turns durable cache records into sealed vault chunks and block-map updates, in sequence order.
+//!
+//! Ordering is the invariant that matters here: records of one disk are processed strictly in log order,
+//! so for every block the newest extent at or below a bookmark wins. A bookmark is only turned into a point
+//! when every disk of the machine has reached it.
+
+use crate::cache::{Cache, Cursor, DiskLog, ReadPos};
+use crate::segment::Record;
+use crate::ActorError;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use vault::{BlockRef, ChunkId, Vault, BLOCK_SIZE};
+
+/// What the compressor hands the uploader for one disk: new sealed chunks and the map updates that use them.
+#[derive(Debug)]
+pub struct SealedBatch {
+    pub machine_id: String,
+    pub disk_id: String,
+    pub size_bytes: u64,
+    /// Chunks not yet in the vault, each once.
+    pub chunks: Vec<(ChunkId, Vec<u8>)>,
+    /// Block updates in log order (a later entry for the same block wins).
+    pub updates: Vec<(u64, BlockRef)>,
+    /// The cursor the disk reaches once this batch is committed (bookmark_id unchanged until the point is).
+    pub end: Cursor,
+    pub plain_bytes: u64,
+}
+
+/// A point to commit once all of a machine's batches up to it are uploaded.
+#[derive(Debug, Clone)]
+pub struct PointCommit {
+    pub machine_id: String,
+    pub bookmark_id: u64,
+    pub app_consistent: bool,
+    /// Per disk: id, size, and the last extent seq the point includes.
+    pub disks: Vec<(String, u64, u64)>,
+}
+
+#[derive(Debug)]
+pub enum Work {
+    Batch(SealedBatch),
+    Point(PointCommit),
+}
+
+#[derive(Debug)]
+struct DiskReader {
+    log: Arc<DiskLog>,
+    size_bytes: u64,
+    pos: ReadPos,
+    /// Seq of the last extent handed on (or committed at start).
+    seq: u64,
+    /// The bookmark this disk has reached and waits at, until every disk of the machine has.
+    waiting_at: Option<(u64, bool, u64)>,
+    committed_bookmark: u64,
+}
+
+/// The compressor's state: one reader per disk and the set of chunk ids the vault has or will have.
+pub struct Compressor {
+    cache: Arc<Cache>,
+    vault: Vault,
+    threads: usize,
+    batch_bytes: u64,
+    readers: HashMap<(String, String), DiskReader>,
+    known: HashSet<ChunkId>,
+}
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressor").field("disks", &self.readers.len()).finish()
+    }
+}
+
+impl Compressor {
+    /// `known` is every chunk id already in the vault (from its index).
+    pub fn new(cache: Arc<Cache>, vault: Vault, known: HashSet<ChunkId>, threads: usize, batch_bytes: u64) -> Self {
+        Compressor {
+            cache,
+            vault,
+            threads: threads.max(1),
+            batch_bytes,
+            readers: HashMap::new(),
+            known,
+        }
+    }
+
+    fn sync_readers(&mut self) {
+        for m in self.cache.machines() {
+            for d in &m.disks {
+                let key = (m.machine_id.clone(), d.disk_id.clone());
+                if let Some(r) = self.readers.get_mut(&key) {
+                    r.size_bytes = d.size_bytes;
+                    continue;
+                }
+                if let Some(log) = self.cache.disk(&m.machine_id, &d.disk_id) {
+                    let committed = log.committed();
+                    self.readers.insert(
+                        key,
+                        DiskReader {
+                            pos: log.start_pos(),
+                            log,
+                            size_bytes: d.size_bytes,
+                            seq: committed.seq,
+                            waiting_at: None,
+                            committed_bookmark: committed.bookmark_id,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Produces the next pieces of work, or an empty list when every durable record is handed on.
+    pub fn next_work(&mut self) -> Result<Vec<Work>, ActorError> {
+        self.sync_readers();
+        let mut out = Vec::new();
+        let mut keys: Vec<_> = self.readers.keys().cloned().collect();
+        keys.sort();
+        for key in &keys {
+            if self.readers[key].waiting_at.is_some() {
+                continue;
+            }
+            if let Some(batch) = self.read_disk(key)? {
+                out.push(Work::Batch(batch));
+            }
+        }
+        out.extend(self.points_ready());
+        Ok(out)
+    }
+
+    fn read_disk(&mut self, key: &(String, String)) -> Result<Option<SealedBatch>, ActorError> {
+        let reader = self.readers.get_mut(key).expect("reader");
+        let (records, pos) = reader.log.read_from(&reader.pos, self.batch_bytes)?;
+        if records.is_empty() {
+            return Ok(None);
+        }
+        reader.pos = pos;
+        let mut blocks: Vec<(u64, bytes::Bytes)> = Vec::new();
+        let mut end_seq = reader.seq;
+        for rec in records {
+            match rec {
+                Record::Extent { seq, offset, data } => {
+                    if seq <= reader.seq {
+                        continue; // committed before a restart, or already handed on
+                    }
+                    end_seq = seq;
+                    let first = offset / BLOCK_SIZE as u64;
+                    for (i, piece) in data.chunks(BLOCK_SIZE).enumerate() {
+                        let start = i * BLOCK_SIZE;
+                        blocks.push((first + i as u64, data.slice(start..start + piece.len())));
+                    }
+                }
+                Record::Bookmark {
+                    last_seq,
+                    bookmark_id,
+                    app_consistent,
+                } => {
+                    if bookmark_id > reader.committed_bookmark {
+                        reader.waiting_at = Some((bookmark_id, app_consistent, last_seq.max(end_seq)));
+                    }
+                }
+            }
+        }
+        reader.seq = end_seq;
+        let size_bytes = reader.size_bytes;
+        let plain_bytes = blocks.iter().map(|(_, b)| b.len() as u64).sum();
+        let (updates, chunks) = self.seal_blocks(blocks);
+        let reader = &self.readers[key];
+        Ok(Some(SealedBatch {
+            machine_id: key.0.clone(),
+            disk_id: key.1.clone(),
+            size_bytes,
+            chunks,
+            updates,
+            end: Cursor {
+                seq: end_seq,
+                bookmark_id: reader.committed_bookmark,
+            },
+            plain_bytes,
+        }))
+    }
+
+    /// Zero-skips, names, dedups and seals blocks on `threads` threads; keeps log order in `updates`.
+    #[allow(clippy::type_complexity)]
+    fn seal_blocks(&mut self, blocks: Vec<(u64, bytes::Bytes)>) -> (Vec<(u64, BlockRef)>, Vec<(ChunkId, Vec<u8>)>) {
+        let vault = &self.vault;
+        let per = blocks.len().div_ceil(self.threads).max(1);
+        // Phase 1, parallel: zero test and chunk id.
+        let named: Vec<(u64, Option<ChunkId>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = blocks
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|(b, data)| {
+                                if data.iter().all(|&x| x == 0) {
+                                    (*b, None)
+                                } else {
+                                    (*b, Some(vault.chunk_id(data)))
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("naming thread")).collect()
+        });
+        // Phase 2: pick the blocks whose chunk is new (first occurrence only), then seal them in parallel.
+        let mut to_seal: Vec<(ChunkId, &bytes::Bytes)> = Vec::new();
+        for ((_, id), (_, data)) in named.iter().zip(&blocks) {
+            if let Some(id) = id {
+                if self.known.insert(*id) {
+                    to_seal.push((*id, data));
+                }
+            }
+        }
+        let per = to_seal.len().div_ceil(self.threads).max(1);
+        let chunks: Vec<(ChunkId, Vec<u8>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = to_seal
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|(id, data)| (*id, vault.seal_chunk(id, data)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("sealing thread")).collect()
+        });
+        let updates = named
+            .into_iter()
+            .map(|(b, id)| (b, id.map_or(BlockRef::Zero, BlockRef::Chunk)))
+            .collect();
+        (updates, chunks)
+    }
+
+    /// Points whose bookmark every disk of the machine has reached.
+    fn points_ready(&mut self) -> Vec<Work> {
+        let mut by_machine: HashMap<String, Vec<(String, u64, Option<(u64, bool, u64)>)>> = HashMap::new();
+        for ((m, d), r) in &self.readers {
+            by_machine
+                .entry(m.clone())
+                .or_default()
+                .push((d.clone(), r.size_bytes, r.waiting_at));
+        }
+        let mut out = Vec::new();
+        for (machine, mut disks) in by_machine {
+            disks.sort();
+            let Some(Some((id, app, _))) = disks.first().map(|d| d.2) else {
+                continue;
+            };
+            if disks.iter().all(|d| d.2.map(|w| w.0) == Some(id)) {
+                let commit = PointCommit {
+                    machine_id: machine.clone(),
+                    bookmark_id: id,
+                    app_consistent: app,
+                    disks: disks.iter().map(|d| (d.0.clone(), d.1, d.2.expect("waiting").2)).collect(),
+                };
+                for (d, _, _) in &disks {
+                    let r = self.readers.get_mut(&(machine.clone(), d.clone())).expect("reader");
+                    r.waiting_at = None;
+                    r.committed_bookmark = id;
+                }
+                out.push(Work::Point(commit));
+            }
+        }
+        out
+    }
+}

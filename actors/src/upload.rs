@@ -1,0 +1,224 @@
+//! Commits sealed batches to the vault in the order that keeps it consistent after any crash:
+//! packs, then index entries, then the local block map (fsync'd), then the cache cursor; and for a point,
+//! its manifest after all of that. Cache segments are released only after the cursor moved.
+
+use crate::blockmap::BlockMapFile;
+use crate::cache::{write_durably, Cache, Cursor};
+use crate::compress::{PointCommit, SealedBatch};
+use crate::ActorError;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use vault::{BlockRef, DiskMap, DiskPoint, PointKind, PointManifest, Vault};
+
+/// Per machine: the last point written, so the next one can be a delta on it.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct PointChain {
+    last_point: Option<String>,
+    since_full: u32,
+}
+
+#[derive(Debug)]
+struct DiskState {
+    map: BlockMapFile,
+    /// Blocks changed since the last point. Lost on restart, which forces the next point to be full.
+    dirty: BTreeMap<u64, BlockRef>,
+    exact_dirty: bool,
+}
+
+pub struct Uploader {
+    vault: Vault,
+    cache: Arc<Cache>,
+    maps_dir: PathBuf,
+    pack_target: usize,
+    full_every: u32,
+    disks: HashMap<(String, String), DiskState>,
+    chains: HashMap<String, PointChain>,
+}
+
+impl std::fmt::Debug for Uploader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploader").field("disks", &self.disks.len()).finish()
+    }
+}
+
+/// The point id the vault stores for a bookmark: the bookmark id in fixed-width hex, so ids sort by time.
+pub fn point_id(bookmark_id: u64) -> String {
+    format!("{bookmark_id:016x}")
+}
+
+/// Retries a vault call while the error says a retry can help, with capped backoff; gives up after
+/// `attempts` so the actor can report the store as down and be restarted.
+pub async fn with_retry<T, F, Fut>(what: &str, attempts: u32, mut f: F) -> Result<T, vault::VaultError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, vault::VaultError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut n = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && n + 1 < attempts => {
+                n += 1;
+                tracing::warn!(what, error = %e, attempt = n, "vault call failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+const ATTEMPTS: u32 = 8;
+
+impl Uploader {
+    pub fn new(vault: Vault, cache: Arc<Cache>, maps_dir: PathBuf, pack_target: usize, full_every: u32) -> Self {
+        Uploader {
+            vault,
+            cache,
+            maps_dir,
+            pack_target,
+            full_every: full_every.max(1),
+            disks: HashMap::new(),
+            chains: HashMap::new(),
+        }
+    }
+
+    fn disk(&mut self, machine: &str, disk: &str, size: u64) -> Result<&mut DiskState, ActorError> {
+        let key = (machine.to_string(), disk.to_string());
+        if !self.disks.contains_key(&key) {
+            let map = BlockMapFile::open(&self.maps_dir.join(machine).join(format!("{disk}.map")), size)?;
+            self.disks.insert(
+                key.clone(),
+                DiskState {
+                    map,
+                    dirty: BTreeMap::new(),
+                    exact_dirty: false,
+                },
+            );
+        }
+        Ok(self.disks.get_mut(&key).expect("inserted"))
+    }
+
+    fn chain(&mut self, machine: &str) -> Result<&mut PointChain, ActorError> {
+        if !self.chains.contains_key(machine) {
+            let path = self.maps_dir.join(machine).join("chain.json");
+            let chain = match std::fs::read(&path) {
+                Ok(b) => serde_json::from_slice(&b).map_err(|e| ActorError::Cache(format!("{}: {e}", path.display())))?,
+                Err(_) => PointChain::default(),
+            };
+            self.chains.insert(machine.to_string(), chain);
+        }
+        Ok(self.chains.get_mut(machine).expect("inserted"))
+    }
+
+    /// Uploads one batch and moves the disk's cursor. Returns the bytes uploaded.
+    pub async fn commit_batch(&mut self, batch: SealedBatch) -> Result<u64, ActorError> {
+        let mut uploaded = 0u64;
+        let mut packs = Vec::new();
+        let mut pack = self.vault.new_pack();
+        for (id, sealed) in &batch.chunks {
+            pack.add(*id, sealed);
+            if pack.len() >= self.pack_target {
+                packs.push(std::mem::replace(&mut pack, self.vault.new_pack()).finish());
+            }
+        }
+        if pack.chunk_count() > 0 {
+            packs.push(pack.finish());
+        }
+        let mut entries = Vec::new();
+        for p in packs {
+            uploaded += p.size() as u64;
+            let vault = self.vault.clone();
+            let got = with_retry("put pack", ATTEMPTS, || vault.put_pack(p.clone())).await?;
+            entries.extend(got);
+        }
+        if !entries.is_empty() {
+            let vault = self.vault.clone();
+            with_retry("put index", ATTEMPTS, || vault.put_index(&entries)).await?;
+        }
+        let state = self.disk(&batch.machine_id, &batch.disk_id, batch.size_bytes)?;
+        for (block, r) in &batch.updates {
+            state.map.set(*block, r)?;
+            state.dirty.insert(*block, *r);
+        }
+        state.map.sync()?;
+        if let Some(log) = self.cache.disk(&batch.machine_id, &batch.disk_id) {
+            self.cache.commit(&log, batch.end)?;
+        }
+        Ok(uploaded)
+    }
+
+    /// Writes the point manifest (a delta on the machine's last point, or a full map every `full_every`
+    /// points and whenever the dirty sets may be incomplete), then moves every disk's bookmark cursor.
+    pub async fn commit_point(&mut self, p: &PointCommit) -> Result<String, ActorError> {
+        let id = point_id(p.bookmark_id);
+        let chain = self.chain(&p.machine_id)?.clone();
+        let mut disks_exact = true;
+        for (disk, size, _) in &p.disks {
+            disks_exact &= self.disk(&p.machine_id, disk, *size)?.exact_dirty;
+        }
+        let full = chain.last_point.is_none() || !disks_exact || chain.since_full + 1 >= self.full_every;
+        let mut disks = Vec::new();
+        for (disk, size, seq) in &p.disks {
+            let st = self.disk(&p.machine_id, disk, *size)?;
+            let map = if full {
+                DiskMap::Full(st.map.read_all()?)
+            } else {
+                DiskMap::Delta(st.dirty.iter().map(|(b, r)| (*b, *r)).collect())
+            };
+            disks.push(DiskPoint {
+                disk_id: disk.clone(),
+                size_bytes: *size,
+                seq: *seq,
+                map,
+            });
+        }
+        let manifest = PointManifest {
+            machine_id: p.machine_id.clone(),
+            point_id: id.clone(),
+            parent: if full { None } else { chain.last_point.clone() },
+            kind: if p.app_consistent { PointKind::App } else { PointKind::Crash },
+            bookmark_id: p.bookmark_id,
+            created_unix_ms: now_ms(),
+            disks,
+        };
+        let vault = self.vault.clone();
+        with_retry("put point", ATTEMPTS, || vault.put_point(&manifest)).await?;
+        let next = PointChain {
+            last_point: Some(id.clone()),
+            since_full: if full { 0 } else { chain.since_full + 1 },
+        };
+        let dir = self.maps_dir.join(&p.machine_id);
+        std::fs::create_dir_all(&dir).map_err(|e| ActorError::Cache(format!("{}: {e}", dir.display())))?;
+        write_durably(
+            &dir.join("chain.json.tmp"),
+            &dir.join("chain.json"),
+            &serde_json::to_vec(&next).expect("chain"),
+        )?;
+        self.chains.insert(p.machine_id.clone(), next);
+        for (disk, size, seq) in &p.disks {
+            let st = self.disk(&p.machine_id, disk, *size)?;
+            st.dirty.clear();
+            st.exact_dirty = true;
+            if let Some(log) = self.cache.disk(&p.machine_id, disk) {
+                self.cache.commit(
+                    &log,
+                    Cursor {
+                        seq: (*seq).max(log.committed().seq),
+                        bookmark_id: p.bookmark_id,
+                    },
+                )?;
+            }
+        }
+        Ok(id)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
