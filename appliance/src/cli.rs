@@ -1,0 +1,234 @@
+//! Command-line interface of the `appliance` binary: the daemon and its admin commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "appliance",
+    version,
+    about = "Ferry disaster-recovery appliance: the daemon and its admin commands"
+)]
+pub struct Cli {
+    /// Configuration file [default: ./appliance.toml when it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the appliance daemon
+    Run(RunArgs),
+    /// Show the agent registration passphrase
+    #[command(subcommand)]
+    Passphrase(PassphraseCommand),
+    /// Print the SHA-256 fingerprint of the appliance CA (agents pin it); creates the CA if missing
+    Fingerprint,
+    /// List or revoke registered agents (needs the daemon stopped)
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Inspect recovery points in the vault (works while the daemon runs)
+    #[command(subcommand)]
+    Points(PointsCommand),
+    /// Write a disk of a recovery point to a file (works while the daemon runs)
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Log line format [default: the configuration's log_format, else human]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PassphraseCommand {
+    /// Print the registration passphrase alone on one line
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List registered agents
+    List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an agent: it can no longer replicate until it registers again
+    Revoke {
+        /// The agent id (see `agents list`)
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PointsCommand {
+    /// List recovery points, one line per machine, disk and point
+    List(PointsListArgs),
+}
+
+/// Which vault to read. Without these flags, the vault of the configuration (and the data
+/// dir's vault-passphrase file) is used.
+#[derive(Debug, Args)]
+pub struct VaultArgs {
+    /// Vault location (path, file://, az://, s3:// URL) instead of the configured one
+    #[arg(long = "vault", value_name = "URL")]
+    pub url: Option<String>,
+    /// File holding the vault passphrase instead of the configured one
+    #[arg(long, value_name = "FILE")]
+    pub vault_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PointsListArgs {
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+/// Image format of a restored disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ImageFormat {
+    /// Plain disk image (sparse)
+    Raw,
+    /// Fixed VHD, as Azure takes
+    Vhd,
+    /// VMDK
+    Vmdk,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Machine id
+    #[arg(long, value_name = "M")]
+    pub machine: String,
+    /// Disk id
+    #[arg(long, value_name = "D")]
+    pub disk: String,
+    /// Point id, or "latest" for the newest point holding that disk
+    #[arg(long, value_name = "ID|latest")]
+    pub point: String,
+    /// Output file
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ImageFormat::Raw)]
+    pub format: ImageFormat,
+    /// Chunk fetches in flight [default: 8]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: Option<u16>,
+    /// Overwrite the output file if it exists
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("appliance").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_config_and_log_format() {
+        let cli = parse(&["run", "--config", "a.toml", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.log_format, Some(LogFormat::Json));
+        assert!(parse(&["run", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn agents_and_points_subcommands_parse() {
+        let cli = parse(&["agents", "revoke", "abc"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Agents(AgentsCommand::Revoke { id }) if id == "abc")
+        );
+        let cli = parse(&["agents", "list", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Agents(AgentsCommand::List { json: true })
+        ));
+        let cli = parse(&[
+            "points",
+            "list",
+            "--vault",
+            "/v",
+            "--vault-passphrase-file",
+            "/p",
+        ])
+        .unwrap();
+        let Command::Points(PointsCommand::List(args)) = cli.command else {
+            panic!("not points list")
+        };
+        assert_eq!(args.vault.url.as_deref(), Some("/v"));
+        assert_eq!(args.vault.vault_passphrase_file, Some(PathBuf::from("/p")));
+        assert!(!args.json);
+    }
+
+    #[test]
+    fn restore_requires_its_arguments() {
+        let cli = parse(&[
+            "restore",
+            "--machine",
+            "m",
+            "--disk",
+            "d",
+            "--point",
+            "latest",
+            "--out",
+            "x.vhd",
+            "--format",
+            "vhd",
+        ])
+        .unwrap();
+        let Command::Restore(args) = cli.command else {
+            panic!("not restore")
+        };
+        assert_eq!(args.format, ImageFormat::Vhd);
+        assert_eq!(args.point, "latest");
+        assert!(parse(&["restore", "--machine", "m", "--disk", "d", "--point", "p"]).is_err());
+        let defaulted = parse(&[
+            "restore",
+            "--machine",
+            "m",
+            "--disk",
+            "d",
+            "--point",
+            "p",
+            "--out",
+            "o",
+        ])
+        .unwrap();
+        let Command::Restore(args) = defaulted.command else {
+            panic!("not restore")
+        };
+        assert_eq!(args.format, ImageFormat::Raw);
+    }
+
+    #[test]
+    fn config_flag_is_accepted_before_the_subcommand_too() {
+        let cli = parse(&["--config", "c.toml", "fingerprint"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("c.toml")));
+    }
+}

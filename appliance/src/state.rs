@@ -1,0 +1,346 @@
+//! The appliance's local state in sled at `<data_dir>/state`: trees `settings`, `agents`
+//! and `audit`.
+//!
+//! Only appliance bookkeeping lives here. Replicated data and anything needed to restore lives
+//! in the vault, so losing this directory loses agent registrations, never recovery points.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+const SETTINGS_TREE: &str = "settings";
+const AGENTS_TREE: &str = "agents";
+const AUDIT_TREE: &str = "audit";
+
+/// Where the sled database lives in a data dir.
+pub fn state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("state")
+}
+
+/// A state-store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another process (normally the running daemon) holds the database.
+    #[error("the state database {0} is in use: the daemon is running; stop it or use the API")]
+    Locked(PathBuf),
+    #[error("state database: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("state record {key:?} in tree {tree} is corrupt: {reason}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("agent {0} is not registered")]
+    UnknownAgent(String),
+}
+
+/// What the appliance remembers about a registered agent (stored as JSON under its id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub hostname: String,
+    /// RFC 3339, UTC.
+    pub registered_at: String,
+    pub revoked: bool,
+    /// RFC 3339, UTC; `None` until the agent's first replication session.
+    pub last_seen: Option<String>,
+}
+
+/// One audit event (stored as JSON under a big-endian u64 sequence, so the tree is in order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub event: String,
+    pub detail: String,
+}
+
+/// The current time in RFC 3339, UTC.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .expect("RFC 3339 formats every UTC time")
+}
+
+/// The open state database. Cloning is cheap and shares the database.
+#[derive(Clone)]
+pub struct State {
+    db: sled::Db,
+    settings: sled::Tree,
+    agents: sled::Tree,
+    audit: sled::Tree,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").finish_non_exhaustive()
+    }
+}
+
+fn is_lock_error(err: &sled::Error) -> bool {
+    // sled 0.34 reports a held file lock only as an Io error with this message.
+    matches!(err, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+impl State {
+    /// Opens (or creates) `<data_dir>/state`. Fails with [`StateError::Locked`] while another
+    /// process has it open.
+    pub fn open(data_dir: &Path) -> Result<State, StateError> {
+        let path = state_dir(data_dir);
+        let db = sled::Config::new().path(&path).open().map_err(|err| {
+            if is_lock_error(&err) {
+                StateError::Locked(path.clone())
+            } else {
+                StateError::Sled(err)
+            }
+        })?;
+        Ok(State {
+            settings: db.open_tree(SETTINGS_TREE)?,
+            agents: db.open_tree(AGENTS_TREE)?,
+            audit: db.open_tree(AUDIT_TREE)?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StateError> {
+        let Some(raw) = self.settings.get(key)? else {
+            return Ok(None);
+        };
+        String::from_utf8(raw.to_vec())
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                tree: SETTINGS_TREE,
+                key: key.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.settings.insert(key, value.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StateError> {
+        match self.agents.get(agent_id)? {
+            Some(raw) => decode_agent(agent_id, &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every registered agent (revoked ones included), ordered by id.
+    pub fn agents(&self) -> Result<Vec<(String, AgentRecord)>, StateError> {
+        self.agents
+            .iter()
+            .map(|entry| {
+                let (key, raw) = entry?;
+                let id = String::from_utf8_lossy(&key).into_owned();
+                let record = decode_agent(&id, &raw)?;
+                Ok((id, record))
+            })
+            .collect()
+    }
+
+    pub fn put_agent(&self, agent_id: &str, record: &AgentRecord) -> Result<(), StateError> {
+        let json = serde_json::to_vec(record).expect("agent records always serialize");
+        self.agents.insert(agent_id, json)?;
+        Ok(())
+    }
+
+    /// Marks an agent revoked (durably) and audits it. Revoking twice is harmless.
+    pub fn revoke_agent(&self, agent_id: &str) -> Result<AgentRecord, StateError> {
+        let mut record = self
+            .agent(agent_id)?
+            .ok_or_else(|| StateError::UnknownAgent(agent_id.to_string()))?;
+        if !record.revoked {
+            record.revoked = true;
+            self.put_agent(agent_id, &record)?;
+            self.audit(
+                "agent_revoked",
+                &format!("{agent_id} ({})", record.hostname),
+            )?;
+        }
+        self.flush()?;
+        Ok(record)
+    }
+
+    /// Records the agent's hostname and the current time as its last sighting.
+    pub fn touch_agent(&self, agent_id: &str, hostname: &str) -> Result<(), StateError> {
+        let Some(mut record) = self.agent(agent_id)? else {
+            return Err(StateError::UnknownAgent(agent_id.to_string()));
+        };
+        record.last_seen = Some(now_rfc3339());
+        if !hostname.is_empty() {
+            record.hostname = hostname.to_string();
+        }
+        self.put_agent(agent_id, &record)
+    }
+
+    /// Appends an audit event.
+    pub fn audit(&self, event: &str, detail: &str) -> Result<(), StateError> {
+        let seq = self.db.generate_id()?;
+        let entry = AuditEvent {
+            at: now_rfc3339(),
+            event: event.to_string(),
+            detail: detail.to_string(),
+        };
+        let json = serde_json::to_vec(&entry).expect("audit events always serialize");
+        self.audit.insert(seq.to_be_bytes(), json)?;
+        Ok(())
+    }
+
+    /// The most recent `limit` audit events, oldest first.
+    pub fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StateError> {
+        let mut events: Vec<AuditEvent> = self
+            .audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|entry| {
+                let (key, raw) = entry?;
+                serde_json::from_slice(&raw).map_err(|e| StateError::Corrupt {
+                    tree: AUDIT_TREE,
+                    key: hex::encode(&key),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        events.reverse();
+        Ok(events)
+    }
+}
+
+fn decode_agent(agent_id: &str, raw: &[u8]) -> Result<AgentRecord, StateError> {
+    serde_json::from_slice(raw).map_err(|e| StateError::Corrupt {
+        tree: AGENTS_TREE,
+        key: agent_id.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(hostname: &str) -> AgentRecord {
+        AgentRecord {
+            hostname: hostname.into(),
+            registered_at: now_rfc3339(),
+            revoked: false,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn agent_record_json_layout_is_stable() {
+        let r = AgentRecord {
+            hostname: "db01".into(),
+            registered_at: "2026-01-02T03:04:05Z".into(),
+            revoked: false,
+            last_seen: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"hostname":"db01","registered_at":"2026-01-02T03:04:05Z","revoked":false,"last_seen":null}"#
+        );
+    }
+
+    #[test]
+    fn agents_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let state = State::open(dir.path()).unwrap();
+            state.put_agent("b", &record("host-b")).unwrap();
+            state.put_agent("a", &record("host-a")).unwrap();
+            state.flush().unwrap();
+        }
+        let state = State::open(dir.path()).unwrap();
+        let agents = state.agents().unwrap();
+        let ids: Vec<&str> = agents.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(agents[0].1.hostname, "host-a");
+        assert_eq!(state.agent("zzz").unwrap(), None);
+    }
+
+    #[test]
+    fn revoke_marks_and_audits_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        state.put_agent("a", &record("host-a")).unwrap();
+        assert!(state.revoke_agent("a").unwrap().revoked);
+        assert!(state.agent("a").unwrap().unwrap().revoked);
+        state.revoke_agent("a").unwrap();
+        let audit = state.recent_audit(10).unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].event, "agent_revoked");
+        assert!(matches!(
+            state.revoke_agent("nobody"),
+            Err(StateError::UnknownAgent(_))
+        ));
+    }
+
+    #[test]
+    fn touch_updates_last_seen_and_hostname() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        state.put_agent("a", &record("old")).unwrap();
+        state.touch_agent("a", "new").unwrap();
+        let r = state.agent("a").unwrap().unwrap();
+        assert_eq!(r.hostname, "new");
+        assert!(r.last_seen.is_some());
+        assert!(state.touch_agent("ghost", "x").is_err());
+    }
+
+    #[test]
+    fn audit_keeps_order_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        for i in 0..5 {
+            state.audit("e", &i.to_string()).unwrap();
+        }
+        let details: Vec<String> = state
+            .recent_audit(3)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail)
+            .collect();
+        assert_eq!(details, ["2", "3", "4"]);
+    }
+
+    #[test]
+    fn settings_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.setting("k").unwrap(), None);
+        state.set_setting("k", "v").unwrap();
+        assert_eq!(state.setting("k").unwrap().as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn corrupt_agent_record_is_reported_not_panicked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        state.agents.insert("bad", &b"{not json"[..]).unwrap();
+        let err = state.agent("bad").unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        assert!(state.agents().is_err());
+    }
+
+    #[test]
+    fn second_open_reports_the_running_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = State::open(dir.path()).unwrap();
+        let err = State::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Locked(_)), "{err}");
+        assert!(err
+            .to_string()
+            .contains("the daemon is running; stop it or use the API"));
+    }
+}
