@@ -181,6 +181,8 @@ where
         let frame = tokio::select! {
             f = tokio::time::timeout(IDLE_TIMEOUT, wire::read_frame(&mut rd)) => match f {
                 Err(_) => break Err(SessionEnd::Timeout),
+                // An agent that exits without a TLS close_notify has still ended its session normally.
+                Ok(Err(wire::WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Err(SessionEnd::Closed),
                 Ok(Err(e)) => break Err(SessionEnd::BadFrame(e)),
                 Ok(Ok(None)) => break Err(SessionEnd::Closed),
                 Ok(Ok(Some(f))) => f,
