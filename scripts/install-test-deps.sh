@@ -15,5 +15,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
-# Azurite from npm, pinned; the tests start and stop it themselves.
-bash "$(dirname "$0")/azurite.sh" install >&2
+
+# Azurite (npm) is installed on first use by scripts/azurite.sh, which the Azurite tests call.

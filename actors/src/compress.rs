@@ -42,6 +42,14 @@ pub enum Work {
     Point(PointCommit),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct BookmarkWait {
+    bookmark_id: u64,
+    app_consistent: bool,
+    /// The disk's last extent seq at the bookmark.
+    seq: u64,
+}
+
 #[derive(Debug)]
 struct DiskReader {
     log: Arc<DiskLog>,
@@ -50,7 +58,7 @@ struct DiskReader {
     /// Seq of the last extent handed on (or committed at start).
     seq: u64,
     /// The bookmark this disk has reached and waits at, until every disk of the machine has.
-    waiting_at: Option<(u64, bool, u64)>,
+    waiting_at: Option<BookmarkWait>,
     committed_bookmark: u64,
 }
 
@@ -155,7 +163,11 @@ impl Compressor {
                     app_consistent,
                 } => {
                     if bookmark_id > reader.committed_bookmark {
-                        reader.waiting_at = Some((bookmark_id, app_consistent, last_seq.max(end_seq)));
+                        reader.waiting_at = Some(BookmarkWait {
+                            bookmark_id,
+                            app_consistent,
+                            seq: last_seq.max(end_seq),
+                        });
                     }
                 }
             }
@@ -236,7 +248,7 @@ impl Compressor {
 
     /// Points whose bookmark every disk of the machine has reached.
     fn points_ready(&mut self) -> Vec<Work> {
-        let mut by_machine: HashMap<String, Vec<(String, u64, Option<(u64, bool, u64)>)>> = HashMap::new();
+        let mut by_machine: HashMap<String, Vec<(String, u64, Option<BookmarkWait>)>> = HashMap::new();
         for ((m, d), r) in &self.readers {
             by_machine
                 .entry(m.clone())
@@ -246,15 +258,16 @@ impl Compressor {
         let mut out = Vec::new();
         for (machine, mut disks) in by_machine {
             disks.sort();
-            let Some(Some((id, app, _))) = disks.first().map(|d| d.2) else {
+            let Some(Some(first)) = disks.first().map(|d| d.2) else {
                 continue;
             };
-            if disks.iter().all(|d| d.2.map(|w| w.0) == Some(id)) {
+            let id = first.bookmark_id;
+            if disks.iter().all(|d| d.2.map(|w| w.bookmark_id) == Some(id)) {
                 let commit = PointCommit {
                     machine_id: machine.clone(),
                     bookmark_id: id,
-                    app_consistent: app,
-                    disks: disks.iter().map(|d| (d.0.clone(), d.1, d.2.expect("waiting").2)).collect(),
+                    app_consistent: first.app_consistent,
+                    disks: disks.iter().map(|d| (d.0.clone(), d.1, d.2.expect("waiting").seq)).collect(),
                 };
                 for (d, _, _) in &disks {
                     let r = self.readers.get_mut(&(machine.clone(), d.clone())).expect("reader");

@@ -53,8 +53,9 @@ fn appliance_killed_during_initial_sync_completes_exactly() {
     let img = image(t.path());
     let mut app = Appliance::start(&t.path().join("data"), &[]).unwrap();
     let agent = Agent::register(&app, &t.path().join("agent")).unwrap();
-    let run = agent.command(&[&img]).arg("--once").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut run = agent.command(&[&img]).arg("--once").stdout(std::process::Stdio::piped()).spawn().unwrap();
     wait_for_progress(&app, 40 << 20);
+    assert!(run.try_wait().unwrap().is_none(), "the sync finished before the kill: the test proves nothing");
     app.kill9();
     std::thread::sleep(Duration::from_millis(500));
     app.restart().unwrap();
@@ -72,6 +73,7 @@ fn agent_killed_during_initial_sync_resumes_exactly() {
     let agent = Agent::register(&app, &t.path().join("agent")).unwrap();
     let mut run = agent.command(&[&img]).arg("--once").spawn().unwrap();
     wait_for_progress(&app, 40 << 20);
+    assert!(run.try_wait().unwrap().is_none(), "the sync finished before the kill: the test proves nothing");
     run.kill().unwrap();
     run.wait().unwrap();
     let point = agent.once(&[&img]).unwrap();
