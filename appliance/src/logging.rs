@@ -3,6 +3,8 @@
 //!
 //! Logs go to stderr; stdout is kept for what commands print (and the first-start secrets).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -30,7 +32,9 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
     let filter = filter_from(rust_log.as_deref(), default_filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal; journald and files get plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

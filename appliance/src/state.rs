@@ -1,6 +1,19 @@
 //! The appliance's local state in sled at `<data_dir>/state`: trees `settings`, `agents`
 //! and `audit`.
 //!
+//! ## Record layout
+//!
+//! Every value in every tree is one record:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 2 | magic `b"FS"` (Ferry state) |
+//! | 2 | 1 | record version, 1 |
+//! | 3 | n | body: UTF-8 JSON (`agents`, `audit`) or UTF-8 text (`settings`) |
+//!
+//! Keys: `settings` by setting name, `agents` by agent id (UTF-8), `audit` by a big-endian
+//! u64 sequence number (so iteration is in time order).
+//!
 //! Only appliance bookkeeping lives here. Replicated data and anything needed to restore lives
 //! in the vault, so losing this directory loses agent registrations, never recovery points.
 
@@ -9,6 +22,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+/// First bytes of every stored value.
+pub const RECORD_MAGIC: [u8; 2] = *b"FS";
+/// Record version this build writes and reads.
+pub const RECORD_VERSION: u8 = 1;
+const RECORD_HEADER_LEN: usize = 3;
 
 const SETTINGS_TREE: &str = "settings";
 const AGENTS_TREE: &str = "agents";
@@ -55,6 +74,49 @@ pub struct AuditEvent {
     pub at: String,
     pub event: String,
     pub detail: String,
+}
+
+/// Wraps a record body in the header.
+pub fn encode_record(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + body.len());
+    out.extend_from_slice(&RECORD_MAGIC);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of a stored record, or why it is not one.
+pub fn decode_record(raw: &[u8]) -> Result<&[u8], String> {
+    if raw.len() < RECORD_HEADER_LEN {
+        return Err(format!(
+            "record of {} bytes is shorter than its header",
+            raw.len()
+        ));
+    }
+    if raw[..2] != RECORD_MAGIC {
+        return Err(format!("bad magic {:02x?}", &raw[..2]));
+    }
+    if raw[2] != RECORD_VERSION {
+        return Err(format!(
+            "record version {} is not supported (this build reads {RECORD_VERSION})",
+            raw[2]
+        ));
+    }
+    Ok(&raw[RECORD_HEADER_LEN..])
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    key: String,
+    raw: &[u8],
+) -> Result<T, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        tree,
+        key: key.clone(),
+        reason,
+    };
+    let body = decode_record(raw).map_err(corrupt)?;
+    serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))
 }
 
 /// The current time in RFC 3339, UTC.
@@ -114,17 +176,19 @@ impl State {
         let Some(raw) = self.settings.get(key)? else {
             return Ok(None);
         };
-        String::from_utf8(raw.to_vec())
+        let corrupt = |reason: String| StateError::Corrupt {
+            tree: SETTINGS_TREE,
+            key: key.to_string(),
+            reason,
+        };
+        let body = decode_record(&raw).map_err(corrupt)?;
+        String::from_utf8(body.to_vec())
             .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                tree: SETTINGS_TREE,
-                key: key.to_string(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| corrupt(e.to_string()))
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StateError> {
-        self.settings.insert(key, value.as_bytes())?;
+        self.settings.insert(key, encode_record(value.as_bytes()))?;
         Ok(())
     }
 
@@ -150,7 +214,7 @@ impl State {
 
     pub fn put_agent(&self, agent_id: &str, record: &AgentRecord) -> Result<(), StateError> {
         let json = serde_json::to_vec(record).expect("agent records always serialize");
-        self.agents.insert(agent_id, json)?;
+        self.agents.insert(agent_id, encode_record(&json))?;
         Ok(())
     }
 
@@ -192,7 +256,7 @@ impl State {
             detail: detail.to_string(),
         };
         let json = serde_json::to_vec(&entry).expect("audit events always serialize");
-        self.audit.insert(seq.to_be_bytes(), json)?;
+        self.audit.insert(seq.to_be_bytes(), encode_record(&json))?;
         Ok(())
     }
 
@@ -205,11 +269,7 @@ impl State {
             .take(limit)
             .map(|entry| {
                 let (key, raw) = entry?;
-                serde_json::from_slice(&raw).map_err(|e| StateError::Corrupt {
-                    tree: AUDIT_TREE,
-                    key: hex::encode(&key),
-                    reason: e.to_string(),
-                })
+                decode_json(AUDIT_TREE, hex::encode(&key), &raw)
             })
             .collect::<Result<_, _>>()?;
         events.reverse();
@@ -218,11 +278,7 @@ impl State {
 }
 
 fn decode_agent(agent_id: &str, raw: &[u8]) -> Result<AgentRecord, StateError> {
-    serde_json::from_slice(raw).map_err(|e| StateError::Corrupt {
-        tree: AGENTS_TREE,
-        key: agent_id.to_string(),
-        reason: e.to_string(),
-    })
+    decode_json(AGENTS_TREE, agent_id.to_string(), raw)
 }
 
 #[cfg(test)]
@@ -239,17 +295,78 @@ mod tests {
     }
 
     #[test]
-    fn agent_record_json_layout_is_stable() {
+    fn agent_record_bytes_are_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
         let r = AgentRecord {
             hostname: "db01".into(),
             registered_at: "2026-01-02T03:04:05Z".into(),
             revoked: false,
             last_seen: None,
         };
-        assert_eq!(
-            serde_json::to_string(&r).unwrap(),
-            r#"{"hostname":"db01","registered_at":"2026-01-02T03:04:05Z","revoked":false,"last_seen":null}"#
+        state.put_agent("a1", &r).unwrap();
+        let stored = state.agents.get("a1").unwrap().unwrap();
+        let mut expected = b"FS\x01".to_vec();
+        expected.extend_from_slice(
+            br#"{"hostname":"db01","registered_at":"2026-01-02T03:04:05Z","revoked":false,"last_seen":null}"#,
         );
+        assert_eq!(stored.as_ref(), expected.as_slice());
+        assert_eq!(state.agent("a1").unwrap(), Some(r));
+    }
+
+    #[test]
+    fn setting_and_audit_bytes_are_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        state.set_setting("k", "v").unwrap();
+        assert_eq!(
+            state.settings.get("k").unwrap().unwrap().as_ref(),
+            b"FS\x01v"
+        );
+        state.audit("e", "d").unwrap();
+        let (key, value) = state.audit.iter().next().unwrap().unwrap();
+        assert_eq!(key.len(), 8, "big-endian u64 sequence");
+        assert!(value.starts_with(b"FS\x01{\"at\":\""));
+        assert!(value.ends_with(b"\",\"event\":\"e\",\"detail\":\"d\"}"));
+    }
+
+    #[test]
+    fn bad_records_are_refused_with_a_reason() {
+        assert_eq!(decode_record(b"FS\x01body").unwrap(), b"body");
+        assert_eq!(decode_record(b"FS\x01").unwrap(), b"");
+        for (raw, reason) in [
+            (&b""[..], "shorter than its header"),
+            (&b"FS"[..], "shorter than its header"),
+            (&b"XS\x01{}"[..], "bad magic"),
+            (&b"FS\x02{}"[..], "version 2 is not supported"),
+        ] {
+            let err = decode_record(raw).unwrap_err();
+            assert!(err.contains(reason), "{raw:?}: {err}");
+        }
+        // Random bytes and flipped bytes of a valid record never panic.
+        let valid = encode_record(
+            br#"{"hostname":"h","registered_at":"t","revoked":false,"last_seen":null}"#,
+        );
+        for i in 0..valid.len() {
+            let mut flipped = valid.clone();
+            flipped[i] ^= 0x5a;
+            let _ = decode_agent("x", &flipped);
+            let _ = decode_agent("x", &valid[..i]);
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let len = (seed % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = decode_agent("x", &bytes);
+        }
+        assert!(decode_agent("x", &valid).is_ok());
     }
 
     #[test]
@@ -327,7 +444,16 @@ mod tests {
     fn corrupt_agent_record_is_reported_not_panicked() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(dir.path()).unwrap();
-        state.agents.insert("bad", &b"{not json"[..]).unwrap();
+        state
+            .agents
+            .insert("bad", encode_record(b"{not json"))
+            .unwrap();
+        state
+            .agents
+            .insert("old", &b"{\"hostname\":\"h\"}"[..])
+            .unwrap();
+        let err = state.agent("old").unwrap_err();
+        assert!(err.to_string().contains("bad magic"), "{err}");
         let err = state.agent("bad").unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
         assert!(state.agents().is_err());
