@@ -17,6 +17,8 @@ use crate::status::{DiskStatus, StatusBoard};
 use crate::tls;
 use crate::tracker::Tracker;
 
+const SESSION_HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
@@ -127,6 +129,7 @@ impl Agent {
         let mut backoff = self.opts.backoff_min;
         loop {
             let mut welcomed = false;
+            let started = Instant::now();
             let outcome = if self.opts.once {
                 match tokio::time::timeout_at(deadline, run_session(self, goal, &mut welcomed))
                     .await
@@ -157,7 +160,9 @@ impl Agent {
                     self.status.save();
                 }
             }
-            if welcomed {
+            // A session that was accepted and ran a while was healthy: start the backoff over.
+            // One that fails right after Welcome keeps backing off.
+            if welcomed && started.elapsed() >= SESSION_HEALTHY_AFTER {
                 backoff = self.opts.backoff_min;
             }
             if self.opts.once && Instant::now() + backoff >= deadline {

@@ -211,11 +211,14 @@ pub async fn run_session(
     agent.status_refresh(&disks);
     agent.status.save();
 
+    // Extents and bookmarks share one ordered queue; replies to Pings go on a separate unbounded
+    // queue so the reader never blocks behind a full send queue (it must keep reading acks).
     let (out_tx, out_rx) = mpsc::channel::<Frame>(SEND_QUEUE);
+    let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel::<Frame>();
     let (point_tx, point_rx) = watch::channel(None::<PointDurable>);
     let result = tokio::select! {
-        r = writer(agent, wr, out_rx) => r.map(|_| String::new()),
-        r = reader(agent, &disks, rd, out_tx.clone(), point_tx) => r.map(|_| String::new()),
+        r = writer(agent, wr, out_rx, ctrl_rx) => r.map(|_| String::new()),
+        r = reader(agent, &disks, rd, ctrl_tx, point_tx) => r.map(|_| String::new()),
         r = driver(agent, &disks, goal, session, out_tx, point_rx, next_seq) => r,
         _ = periodic_sync(agent, &disks) => unreachable!("periodic_sync never returns"),
     };
@@ -265,9 +268,17 @@ fn record(tracker: &Tracker, p: &Pending) -> std::io::Result<()> {
 async fn writer<W: AsyncWrite + Unpin>(
     agent: &Agent,
     mut w: BufWriter<W>,
-    mut rx: mpsc::Receiver<Frame>,
+    mut data_rx: mpsc::Receiver<Frame>,
+    mut ctrl_rx: mpsc::UnboundedReceiver<Frame>,
 ) -> Result<(), SessionError> {
-    while let Some(mut frame) = rx.recv().await {
+    loop {
+        let mut frame = tokio::select! {
+            biased;
+            Some(f) = ctrl_rx.recv() => f,
+            Some(f) = data_rx.recv() => f,
+            else => return Err(retry(anyhow!("send queue closed"))),
+        };
+        // Write everything already queued, then flush once: few, large TLS writes.
         loop {
             if let Frame::Extent(e) = &frame {
                 agent.status.lock().bytes_sent += e.data.len() as u64;
@@ -275,21 +286,20 @@ async fn writer<W: AsyncWrite + Unpin>(
             wire::write_frame(&mut w, &frame)
                 .await
                 .map_err(wire_error)?;
-            match rx.try_recv() {
+            match ctrl_rx.try_recv().or_else(|_| data_rx.try_recv()) {
                 Ok(next) => frame = next,
                 Err(_) => break,
             }
         }
         w.flush().await.map_err(|e| wire_error(e.into()))?;
     }
-    Err(retry(anyhow!("send queue closed")))
 }
 
 async fn reader<R: AsyncRead + Unpin>(
     agent: &Agent,
     disks: &[OpenDisk],
     mut r: R,
-    out_tx: mpsc::Sender<Frame>,
+    ctrl_tx: mpsc::UnboundedSender<Frame>,
     point_tx: watch::Sender<Option<PointDurable>>,
 ) -> Result<(), SessionError> {
     loop {
@@ -321,7 +331,7 @@ async fn reader<R: AsyncRead + Unpin>(
                 point_tx.send_replace(Some(p));
             }
             Some(Frame::Ping(n)) => {
-                let _ = out_tx.send(Frame::Pong(n)).await;
+                let _ = ctrl_tx.send(Frame::Pong(n));
             }
             Some(Frame::Pong(_)) => {}
             Some(Frame::Error(e)) => return Err(appliance_error(&e)),
@@ -347,6 +357,13 @@ async fn driver(
     loop {
         // A block still in flight from the previous pass would be found and sent again.
         agent.flight.drained().await;
+        if let Some(d) = disks
+            .iter()
+            .find(|d| current_size(&d.file) != Some(d.tracker.size_bytes()))
+        {
+            // The appliance must learn the new size from a new Hello.
+            return Err(retry(anyhow!("disk {} changed size; reconnecting", d.path)));
+        }
         agent.status.set_state("syncing", true);
         let targets: Vec<_> = disks
             .iter()
@@ -412,6 +429,11 @@ async fn driver(
             }
         }
     }
+}
+
+fn current_size(file: &File) -> Option<u64> {
+    let mut f: &File = file;
+    f.seek(SeekFrom::End(0)).ok()
 }
 
 type ScanTarget = (u16, Arc<File>, Arc<Tracker>);

@@ -45,7 +45,13 @@ pub const ZERO_HASH: BlockHash = [0; HASH_LEN];
 /// Hash of one block's content. Zero blocks map to [`ZERO_HASH`] without hashing, which is both
 /// faster and what makes an untouched tracker entry mean "zero block".
 pub fn block_hash(data: &[u8]) -> BlockHash {
-    if data.iter().all(|&b| b == 0) {
+    // A slice comparison is a memcmp: far faster than a byte loop on mostly-empty disks.
+    static ZEROS: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
+    let is_zero = match ZEROS.get(..data.len()) {
+        Some(zeros) => data == zeros,
+        None => data.iter().all(|&b| b == 0),
+    };
+    if is_zero {
         return ZERO_HASH;
     }
     let full = blake3::hash(data);
@@ -303,6 +309,10 @@ mod tests {
     fn zero_blocks_hash_to_zero_and_data_never_does() {
         assert_eq!(block_hash(&[0u8; 65536]), ZERO_HASH);
         assert_eq!(block_hash(&[0u8; 100]), ZERO_HASH);
+        assert_eq!(block_hash(&vec![0u8; 3 * 65536]), ZERO_HASH);
+        let mut last_byte_set = vec![0u8; 65536];
+        last_byte_set[65535] = 1;
+        assert_ne!(block_hash(&last_byte_set), ZERO_HASH);
         assert_ne!(block_hash(&[1u8; 65536]), ZERO_HASH);
         assert_ne!(block_hash(b"a"), block_hash(b"b"));
     }

@@ -220,6 +220,7 @@ async fn once_survives_a_cut_and_never_resends_acknowledged_blocks() {
             .unwrap();
         assert_eq!(s.bookmarks[0].seqs[0].seq, last_seq);
         assert_eq!(s.hellos[0].disks[0].size_bytes, content.len() as u64);
+        assert!(s.pongs.contains(&2), "the agent answers Ping with Pong");
     }
 
     // A restart with nothing changed sends nothing, but still makes a point.

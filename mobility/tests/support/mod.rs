@@ -51,6 +51,8 @@ pub struct Shared {
     /// Drop the next data connection after this many applied extents (then cleared).
     pub drop_after_extents: Option<usize>,
     pub revoked: bool,
+    /// Nonces of Pongs received (the stand-in pings right after Welcome).
+    pub pongs: Vec<u64>,
 }
 
 pub struct StandInAppliance {
@@ -268,7 +270,7 @@ async fn serve(
         window_bytes,
         resume,
     });
-    if !send(&mut tls, welcome).await {
+    if !send(&mut tls, welcome).await || !send(&mut tls, Frame::Ping(conn as u64)).await {
         return;
     }
     let mut applied = 0usize;
@@ -341,6 +343,7 @@ async fn serve(
             Frame::Ping(n) => {
                 let _ = send(&mut tls, Frame::Pong(n)).await;
             }
+            Frame::Pong(n) => shared.lock().unwrap().pongs.push(n),
             _ => return,
         }
     }
