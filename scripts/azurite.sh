@@ -71,17 +71,22 @@ start() {
   # --inMemoryPersistence refuses to start together with --location.
   if [[ $mem == 1 ]]; then args+=(--inMemoryPersistence); else args+=(--location "$dir/data"); fi
 
+  # Created before the start: the wait loop may read it before the child opens it.
+  : >"$logfile"
   # setsid: its own session, so it outlives this shell; $! is the node process itself.
   (cd "$dir" && exec setsid "$bin" "${args[@]}" >"$logfile" 2>&1 </dev/null) &
   local pid=$!
   echo "$pid" >"$pidfile"
+  # Any failure from here on must not leave the server running.
+  STARTED_PID=$pid STARTED_PIDFILE=$pidfile
+  trap 'kill "$STARTED_PID" 2>/dev/null || true; rm -f "$STARTED_PIDFILE"' EXIT
 
   local url="" deadline=$((SECONDS + TIMEOUT))
   while (( SECONDS < deadline )); do
     if ! kill -0 "$pid" 2>/dev/null; then
-      log "azurite exited during startup; its log:"; cat "$logfile" >&2; rm -f "$pidfile"; exit 1
+      log "azurite exited during startup; its log:"; cat "$logfile" >&2; exit 1
     fi
-    url=$(sed -n 's#.*successfully listens on \(http://127\.0\.0\.1:[0-9][0-9]*\).*#\1#p' "$logfile" | head -1)
+    url=$(sed -n 's#.*successfully listens on \(http://127\.0\.0\.1:[0-9][0-9]*\).*#\1#p' "$logfile" 2>/dev/null | head -1 || true)
     # Any HTTP answer (403 without credentials) means it is serving.
     if [[ -n "$url" ]] && node -e '
         require("http").get(process.argv[1] + "/devstoreaccount1?comp=list", () => process.exit(0))
@@ -92,8 +97,9 @@ start() {
   done
   if [[ -z "$url" ]]; then
     log "no answer within ${TIMEOUT}s; its log:"; cat "$logfile" >&2
-    kill "$pid" 2>/dev/null || true; rm -f "$pidfile"; exit 1
+    exit 1
   fi
+  trap - EXIT
   log "blob service on $url (pid $pid, state in $dir)"
   cat <<ENV
 export AZURITE_BLOB_URL='$url/$ACCOUNT'

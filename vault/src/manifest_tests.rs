@@ -226,3 +226,23 @@ fn long_zero_runs_compress() {
     assert!(bytes.len() < 100);
     assert_eq!(decode_point_plain(&bytes, MAX_DISK_BLOCKS).unwrap(), p);
 }
+
+#[test]
+fn machine_descriptor_json_is_pinned() {
+    let m = MachineDescriptor {
+        machine_id: "vm-1".into(),
+        name: "db".into(),
+        disks: vec![DiskDescriptor {
+            disk_id: "scsi0-0".into(),
+            size_bytes: 1024,
+            label: "Hard disk 1".into(),
+        }],
+    };
+    let json = serde_json::to_string(&m).unwrap();
+    assert_eq!(
+        json,
+        r#"{"machine_id":"vm-1","name":"db","disks":[{"disk_id":"scsi0-0","size_bytes":1024,"label":"Hard disk 1"}]}"#
+    );
+    assert_eq!(serde_json::from_str::<MachineDescriptor>(&json).unwrap(), m);
+    assert!(serde_json::from_str::<MachineDescriptor>(r#"{"machine_id":"x"}"#).is_err());
+}
