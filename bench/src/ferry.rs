@@ -109,7 +109,7 @@ impl Ferry {
             "appliance fingerprint",
             self.appliance_cmd().arg("fingerprint"),
         )?;
-        let passphrase_file = self.data_dir.with_extension("passphrase");
+        let passphrase_file = self.passphrase_file();
         std::fs::write(&passphrase_file, passphrase.trim())?;
         self.log.output(
             "mobility register",
@@ -122,6 +122,10 @@ impl Ferry {
                 .arg(&self.state_dir),
         )?;
         Ok(())
+    }
+
+    fn passphrase_file(&self) -> PathBuf {
+        self.data_dir.with_extension("passphrase")
     }
 
     /// Machine and disk of the newest point, from `appliance points list --json`.
@@ -242,6 +246,7 @@ impl Tool for Ferry {
         let peak = self.stop_appliance()?;
         let _ = std::fs::remove_dir_all(&self.data_dir);
         let _ = std::fs::remove_dir_all(&self.state_dir);
+        let _ = std::fs::remove_file(self.passphrase_file());
         Ok(peak)
     }
 }

@@ -65,6 +65,9 @@ fn run(args: Args) -> Result<()> {
     );
     let files_mib = args.files_mib.unwrap_or(args.size_mib * 700 / 1024);
     let started = time::OffsetDateTime::now_utc();
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok());
     let temp;
     let work = match &args.work_dir {
         Some(dir) => {
@@ -112,6 +115,7 @@ fn run(args: Args) -> Result<()> {
             "[year]-[month]-[day] [hour]:[minute] UTC"
         ))?,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average,
         image_bytes: workload.image_bytes,
         files_bytes: workload.files_bytes,
         changed_blocks: workload.changed_blocks.len(),

@@ -45,6 +45,8 @@ pub struct Report {
     /// When the run started, e.g. "2026-11-26 14:03 UTC".
     pub started: String,
     pub cores: usize,
+    /// `/proc/loadavg`'s 1-minute figure at the start: the machine may be shared.
+    pub load_average: Option<f64>,
     pub image_bytes: u64,
     pub files_bytes: u64,
     pub changed_blocks: usize,
@@ -154,7 +156,7 @@ impl Report {
             s,
             "Image: {:.0} MiB ext4 holding {:.0} MiB of real files; change: {} blocks of {} KiB \
              ({}% of the image, {:.1} MiB, seed {}), real-file content not in the image. \
-             Machine: {} cores. MB = 10^6 bytes; every speed is the image size divided by the wall \
+             Machine: {} cores, load average {} at the start. MB = 10^6 bytes; every speed is the image size divided by the wall \
              time of the step.\n",
             self.image_bytes as f64 / MIB,
             self.files_bytes as f64 / MIB,
@@ -164,6 +166,7 @@ impl Report {
             (self.changed_blocks as u64 * self.block_bytes) as f64 / MIB,
             self.seed,
             self.cores,
+            self.load_average.map_or("unknown".into(), |l| format!("{l:.2}")),
         );
         let _ = writeln!(
             s,
@@ -245,6 +248,7 @@ mod tests {
         Report {
             started: "2026-11-26 12:00 UTC".into(),
             cores: 2,
+            load_average: Some(0.5),
             image_bytes: 1_000_000_000,
             files_bytes: 700 << 20,
             changed_blocks: 819,
