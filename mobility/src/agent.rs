@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Send a Ping after this long without sending anything.
+    pub keepalive: Duration,
 }
 
 impl RunOptions {
@@ -42,6 +44,7 @@ impl RunOptions {
             timeout: Duration::from_secs(600),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            keepalive: Duration::from_secs(60),
         }
     }
 }
@@ -83,7 +86,11 @@ impl Agent {
         let tls = tls::agent_config(&creds.cert_pem, &creds.key_pem, &creds.ca_pem)?;
         let mut paths = Vec::new();
         for p in &opts.disks {
-            let abs = std::fs::canonicalize(p)
+            // Absolute but with symlinks kept: /dev/disk/by-id/... must stay the same disk id
+            // even when the kernel renames the device it points to.
+            let abs = std::path::absolute(p)
+                .with_context(|| format!("disk {} cannot be opened", p.display()))?;
+            std::fs::metadata(&abs)
                 .with_context(|| format!("disk {} cannot be opened", p.display()))?;
             paths.push(abs.to_string_lossy().into_owned());
         }
@@ -205,6 +212,10 @@ impl Agent {
         }
         self.status.set_state("stopped", false);
         self.status.save();
+    }
+
+    pub(crate) fn keepalive(&self) -> Duration {
+        self.opts.keepalive
     }
 
     pub(crate) fn set_open_trackers(&self, trackers: Vec<Arc<Tracker>>) {

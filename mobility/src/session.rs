@@ -271,11 +271,17 @@ async fn writer<W: AsyncWrite + Unpin>(
     mut data_rx: mpsc::Receiver<Frame>,
     mut ctrl_rx: mpsc::UnboundedReceiver<Frame>,
 ) -> Result<(), SessionError> {
+    let mut nonce = 0u64;
     loop {
         let mut frame = tokio::select! {
             biased;
             Some(f) = ctrl_rx.recv() => f,
             Some(f) = data_rx.recv() => f,
+            // The appliance drops sessions that stay silent; waiting for a point can take long.
+            _ = tokio::time::sleep(agent.keepalive()) => {
+                nonce += 1;
+                Frame::Ping(nonce)
+            }
             else => return Err(retry(anyhow!("send queue closed"))),
         };
         // Write everything already queued, then flush once: few, large TLS writes.

@@ -378,3 +378,20 @@ async fn continuous_mode_bookmarks_each_pass_and_stops_cleanly_on_sigterm() {
         serde_json::from_slice(&std::fs::read(state.join("status.json")).unwrap()).unwrap();
     assert_eq!(st["state"], "stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_pings_while_waiting_for_a_slow_point() {
+    let app = StandInAppliance::start(PASS, 8 << 20).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    assert!(register(&app, &state, PASS, &app.ca_fingerprint).await.0);
+    let disk = tmp.path().join("disk.img");
+    make_disk(&disk, 4, 0);
+    app.lock().pings_before_point = 3;
+    let mut o = opts(&state, &disk);
+    o.keepalive = Duration::from_millis(100);
+    let agent = Agent::new(o).unwrap();
+    assert_eq!(agent.run().await.unwrap(), "pt-1");
+    agent.shutdown();
+    assert!(app.lock().pings >= 3);
+}

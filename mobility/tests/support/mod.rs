@@ -53,6 +53,9 @@ pub struct Shared {
     pub revoked: bool,
     /// Nonces of Pongs received (the stand-in pings right after Welcome).
     pub pongs: Vec<u64>,
+    /// Hold back PointDurable until the agent has sent this many Pings on the connection.
+    pub pings_before_point: usize,
+    pub pings: usize,
 }
 
 pub struct StandInAppliance {
@@ -274,6 +277,9 @@ async fn serve(
         return;
     }
     let mut applied = 0usize;
+    let pings_before_point = shared.lock().unwrap().pings_before_point;
+    let mut pings_seen = 0usize;
+    let mut held_point = None;
     loop {
         let frame = match read_frame(&mut tls).await {
             Ok(Some(f)) => f,
@@ -336,12 +342,23 @@ async fn serve(
                     bookmark_id: b.bookmark_id,
                     point_id: format!("pt-{n}"),
                 });
-                if !send(&mut tls, p).await {
+                if pings_seen < pings_before_point {
+                    held_point = Some(p);
+                } else if !send(&mut tls, p).await {
                     return;
                 }
             }
             Frame::Ping(n) => {
+                shared.lock().unwrap().pings += 1;
+                pings_seen += 1;
                 let _ = send(&mut tls, Frame::Pong(n)).await;
+                if pings_seen >= pings_before_point {
+                    if let Some(p) = held_point.take() {
+                        if !send(&mut tls, p).await {
+                            return;
+                        }
+                    }
+                }
             }
             Frame::Pong(n) => shared.lock().unwrap().pongs.push(n),
             _ => return,
