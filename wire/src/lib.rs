@@ -67,7 +67,8 @@ pub const TRAILER_LEN: usize = 4;
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("i/o error: {0}")]
+    /// Transparent, so `{:#}` chains do not print the OS error twice.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("bad magic: not a Ferry wire frame")]
     BadMagic,
