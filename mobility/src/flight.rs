@@ -105,17 +105,37 @@ impl Flight {
 
     /// Removes and returns the extents of `disk` with seq <= `seq`, in order, freeing their room.
     pub fn ack(&self, disk: usize, seq: u64) -> Vec<Pending> {
-        let mut s = self.lock();
         let mut done = Vec::new();
-        while s.pending[disk].front().is_some_and(|p| p.seq <= seq) {
+        let _ = self.ack_with(disk, seq, |p| {
+            done.push(p.clone());
+            Ok::<(), ()>(())
+        });
+        done
+    }
+
+    /// Like [`Flight::ack`], but `commit` (recording the hashes in the tracker) runs for each
+    /// extent before its room is freed, so nobody who waits for the window to drain can see an
+    /// empty window while a record is still being written. Stops at the first failing commit.
+    pub fn ack_with<E>(
+        &self,
+        disk: usize,
+        seq: u64,
+        mut commit: impl FnMut(&Pending) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut s = self.lock();
+        let mut result = Ok(());
+        while let Some(p) = s.pending[disk].front().filter(|p| p.seq <= seq) {
+            if let Err(e) = commit(p) {
+                result = Err(e);
+                break;
+            }
             let p = s.pending[disk].pop_front().expect("front checked");
             s.bytes -= p.len;
-            done.push(p);
         }
         self.in_flight.send_replace(s.bytes);
         drop(s);
         self.room.notify_all();
-        done
+        result
     }
 
     /// After a reconnect: the extents the appliance holds durably (seq <= `durable_seq`) are

@@ -319,9 +319,12 @@ async fn reader<R: AsyncRead + Unpin>(
                     ))
                 })?;
                 // The invariant: hashes reach the tracker only for acknowledged extents.
-                for p in agent.flight.ack(usize::from(d.index), a.durable_seq) {
-                    record(&d.tracker, &p).map_err(retry)?;
-                }
+                agent
+                    .flight
+                    .ack_with(usize::from(d.index), a.durable_seq, |p| {
+                        record(&d.tracker, p)
+                    })
+                    .map_err(retry)?;
                 if a.durable_seq > d.tracker.acked_seq() {
                     d.tracker.set_acked_seq(a.durable_seq).map_err(retry)?;
                 }
