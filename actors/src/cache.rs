@@ -23,6 +23,12 @@ use std::time::Duration;
 /// A new segment is started once the current one passes this size, so released space comes back in steps.
 pub const SEGMENT_TARGET_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The segment size for a cache of `max_bytes`: the segment being written cannot be released, so it must be
+/// a small part of the budget, or a full cache could never free space (a deadlock with a store that is down).
+pub fn segment_target(max_bytes: u64) -> u64 {
+    (max_bytes / 8).clamp(1 << 20, SEGMENT_TARGET_BYTES)
+}
+
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DiskMeta {
     pub disk_id: String,
@@ -75,6 +81,7 @@ pub struct DiskLog {
     pub machine_id: String,
     pub disk_id: String,
     dir: PathBuf,
+    segment_target: u64,
     state: Mutex<DiskLogState>,
 }
 
@@ -141,10 +148,18 @@ impl Cache {
             let log = match existing {
                 Some(l) => l,
                 None => {
-                    let (log, bytes) = DiskLog::open(&meta.machine_id, &d.disk_id, &mdir.join(&d.disk_id))?;
+                    let (log, bytes) = DiskLog::open(
+                        &meta.machine_id,
+                        &d.disk_id,
+                        &mdir.join(&d.disk_id),
+                        segment_target(self.max_bytes),
+                    )?;
                     *self.used.lock().expect("cache lock") += bytes;
                     let log = Arc::new(log);
-                    self.disks.lock().expect("cache lock").insert(key, log.clone());
+                    self.disks
+                        .lock()
+                        .expect("cache lock")
+                        .insert(key, log.clone());
                     log
                 }
             };
@@ -158,7 +173,13 @@ impl Cache {
     }
 
     pub fn machines(&self) -> Vec<MachineMeta> {
-        let mut v: Vec<_> = self.machines.lock().expect("cache lock").values().cloned().collect();
+        let mut v: Vec<_> = self
+            .machines
+            .lock()
+            .expect("cache lock")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
         v
     }
@@ -217,7 +238,12 @@ impl Cache {
 }
 
 impl DiskLog {
-    fn open(machine_id: &str, disk_id: &str, dir: &Path) -> Result<(DiskLog, u64), ActorError> {
+    fn open(
+        machine_id: &str,
+        disk_id: &str,
+        dir: &Path,
+        segment_target: u64,
+    ) -> Result<(DiskLog, u64), ActorError> {
         fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
         let committed: Cursor = match fs::read(dir.join("cursor")) {
             Ok(b) => serde_json::from_slice(&b)
@@ -230,7 +256,11 @@ impl DiskLog {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let seq = name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()?;
+                let seq = name
+                    .strip_prefix("seg-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()?;
                 Some((seq, e.path()))
             })
             .collect();
@@ -245,8 +275,12 @@ impl DiskLog {
                 // A torn or corrupt tail can only be the last, unacknowledged write of the last segment.
                 tracing::warn!(path = %path.display(), valid = scan.valid_len, file = scan.file_len,
                     last = i + 1 == count, "cutting a torn tail off a cache segment");
-                let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_err("open", &path, e))?;
-                f.set_len(scan.valid_len).map_err(|e| io_err("truncate", &path, e))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io_err("open", &path, e))?;
+                f.set_len(scan.valid_len)
+                    .map_err(|e| io_err("truncate", &path, e))?;
                 f.sync_all().map_err(|e| io_err("fsync", &path, e))?;
             }
             durable_seq = durable_seq.max(scan.last_seq);
@@ -263,6 +297,7 @@ impl DiskLog {
             machine_id: machine_id.to_string(),
             disk_id: disk_id.to_string(),
             dir: dir.to_path_buf(),
+            segment_target,
             state: Mutex::new(DiskLogState {
                 segments,
                 writer: None,
@@ -290,7 +325,9 @@ impl DiskLog {
     pub fn append(&self, records: &[Record]) -> Result<(), ActorError> {
         let mut st = self.state.lock().expect("log lock");
         for r in records {
-            let roll = st.segments.last().is_none_or(|s| st.written_len >= SEGMENT_TARGET_BYTES || s.durable_len >= SEGMENT_TARGET_BYTES);
+            let roll = st.segments.last().is_none_or(|s| {
+                st.written_len >= self.segment_target || s.durable_len >= self.segment_target
+            });
             if roll {
                 // The old segment is made durable before the new one exists, so only the last segment
                 // can ever hold unsynced bytes.
@@ -337,7 +374,9 @@ impl DiskLog {
             st.written_len += r.encoded_len();
             match r {
                 Record::Extent { seq, .. } => st.pending_seq = st.pending_seq.max(*seq),
-                Record::Bookmark { bookmark_id, .. } => st.pending_bookmark = st.pending_bookmark.max(*bookmark_id),
+                Record::Bookmark { bookmark_id, .. } => {
+                    st.pending_bookmark = st.pending_bookmark.max(*bookmark_id)
+                }
             }
         }
         Ok(())
@@ -379,7 +418,10 @@ impl DiskLog {
             st.writer = None;
             st.written_len = len;
             st.pending_seq = st.durable_seq;
-            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_err("open", &path, e))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_err("open", &path, e))?;
             f.set_len(len).map_err(|e| io_err("truncate", &path, e))?;
         }
         Ok(())
@@ -387,7 +429,11 @@ impl DiskLog {
 
     /// Reads durable records from `pos` until `max_bytes` of extent data or a bookmark (inclusive).
     /// Returns the records and the new position.
-    pub fn read_from(&self, pos: &ReadPos, max_bytes: u64) -> Result<(Vec<Record>, ReadPos), ActorError> {
+    pub fn read_from(
+        &self,
+        pos: &ReadPos,
+        max_bytes: u64,
+    ) -> Result<(Vec<Record>, ReadPos), ActorError> {
         let segs: Vec<(u64, PathBuf, u64)> = {
             let st = self.state.lock().expect("log lock");
             st.segments
@@ -400,7 +446,11 @@ impl DiskLog {
         let mut bytes = 0u64;
         let mut cur = pos.clone();
         for (first, path, durable_len) in segs {
-            let start = if first == cur.segment_first_seq { cur.offset } else { 0 };
+            let start = if first == cur.segment_first_seq {
+                cur.offset
+            } else {
+                0
+            };
             cur = ReadPos {
                 segment_first_seq: first,
                 offset: start,
@@ -409,7 +459,8 @@ impl DiskLog {
                 continue;
             }
             let mut f = File::open(&path).map_err(|e| io_err("open", &path, e))?;
-            f.seek(SeekFrom::Start(start)).map_err(|e| io_err("seek", &path, e))?;
+            f.seek(SeekFrom::Start(start))
+                .map_err(|e| io_err("seek", &path, e))?;
             let mut r = BufReader::with_capacity(1 << 20, f.take(durable_len - start));
             loop {
                 let rec = match segment::read_record(&mut r) {
@@ -443,7 +494,11 @@ impl DiskLog {
 
     fn commit(&self, cursor: Cursor) -> Result<u64, ActorError> {
         let tmp = self.dir.join("cursor.tmp");
-        write_durably(&tmp, &self.dir.join("cursor"), &serde_json::to_vec(&cursor).expect("cursor"))?;
+        write_durably(
+            &tmp,
+            &self.dir.join("cursor"),
+            &serde_json::to_vec(&cursor).expect("cursor"),
+        )?;
         let mut st = self.state.lock().expect("log lock");
         st.committed = cursor;
         let mut freed = 0;
@@ -482,7 +537,9 @@ fn scan_segment(path: &Path) -> Result<SegmentScan, ActorError> {
         scan.valid_len += rec.encoded_len();
         match rec {
             Record::Extent { seq, .. } => scan.last_seq = scan.last_seq.max(seq),
-            Record::Bookmark { bookmark_id, .. } => scan.last_bookmark = scan.last_bookmark.max(bookmark_id),
+            Record::Bookmark { bookmark_id, .. } => {
+                scan.last_bookmark = scan.last_bookmark.max(bookmark_id)
+            }
         }
     }
     Ok(scan)
@@ -533,22 +590,47 @@ mod tests {
         let log = cache.register_machine(meta()).unwrap().remove(0);
         log.append(&[extent(1, 1), extent(2, 2)]).unwrap();
         // Not durable yet: the reader must not see it.
-        assert!(log.read_from(&log.start_pos(), 1 << 30).unwrap().0.is_empty());
+        assert!(log
+            .read_from(&log.start_pos(), 1 << 30)
+            .unwrap()
+            .0
+            .is_empty());
         assert_eq!(log.sync().unwrap(), 2);
-        log.append(&[Record::Bookmark { last_seq: 2, bookmark_id: 10, app_consistent: false }, extent(3, 3)])
-            .unwrap();
+        log.append(&[
+            Record::Bookmark {
+                last_seq: 2,
+                bookmark_id: 10,
+                app_consistent: false,
+            },
+            extent(3, 3),
+        ])
+        .unwrap();
         log.sync().unwrap();
         let (recs, pos) = log.read_from(&log.start_pos(), 1 << 30).unwrap();
         assert_eq!(recs.len(), 3, "stops after the bookmark");
         let (rest, _) = log.read_from(&pos, 1 << 30).unwrap();
         assert_eq!(rest, vec![extent(3, 3)]);
-        cache.commit(&log, Cursor { seq: 2, bookmark_id: 10 }).unwrap();
+        cache
+            .commit(
+                &log,
+                Cursor {
+                    seq: 2,
+                    bookmark_id: 10,
+                },
+            )
+            .unwrap();
         drop(log);
         drop(cache);
         let cache = Cache::open(dir.path(), 1 << 30).unwrap();
         let log = cache.disk("m1", "disk0").unwrap();
         assert_eq!(log.durable_seq(), 3);
-        assert_eq!(log.committed(), Cursor { seq: 2, bookmark_id: 10 });
+        assert_eq!(
+            log.committed(),
+            Cursor {
+                seq: 2,
+                bookmark_id: 10
+            }
+        );
     }
 
     #[test]
@@ -581,22 +663,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), 1 << 30).unwrap();
         let log = cache.register_machine(meta()).unwrap().remove(0);
-        let per_seg = SEGMENT_TARGET_BYTES / (65536 + 28) + 1;
+        let per_seg = segment_target(1 << 30) / (65536 + 28) + 1;
         let n = per_seg * 2 + 3;
         for seq in 1..=n {
             assert!(cache.reserve(65536 + 28, &|| false));
             log.append(&[extent(seq, seq as u8)]).unwrap();
         }
         log.sync().unwrap();
-        let segs = || std::fs::read_dir(dir.path().join("m1/disk0")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-")).count();
+        let segs = || {
+            std::fs::read_dir(dir.path().join("m1/disk0"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("seg-")
+                })
+                .count()
+        };
         assert_eq!(segs(), 3);
         let (all, _) = log.read_from(&log.start_pos(), u64::MAX).unwrap();
         assert_eq!(all.len() as u64, n);
         let used = cache.used_bytes();
-        cache.commit(&log, Cursor { seq: per_seg, bookmark_id: 0 }).unwrap();
+        cache
+            .commit(
+                &log,
+                Cursor {
+                    seq: per_seg,
+                    bookmark_id: 0,
+                },
+            )
+            .unwrap();
         assert_eq!(segs(), 2);
         assert!(cache.used_bytes() < used);
-        cache.commit(&log, Cursor { seq: n, bookmark_id: 0 }).unwrap();
+        cache
+            .commit(
+                &log,
+                Cursor {
+                    seq: n,
+                    bookmark_id: 0,
+                },
+            )
+            .unwrap();
         assert_eq!(segs(), 1, "the segment being written is kept");
     }
 
@@ -607,7 +716,8 @@ mod tests {
         assert!(cache.reserve(800, &|| false));
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
-            let h = s.spawn(|| cache.reserve(800, &|| stop.load(std::sync::atomic::Ordering::SeqCst)));
+            let h =
+                s.spawn(|| cache.reserve(800, &|| stop.load(std::sync::atomic::Ordering::SeqCst)));
             std::thread::sleep(Duration::from_millis(300));
             assert!(!h.is_finished(), "a full cache must make the writer wait");
             cache.unreserve(800);

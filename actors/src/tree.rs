@@ -136,8 +136,13 @@ impl Actor for UploaderActor {
 impl Supervised for UploaderActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts += 1;
-        self.shared.stats.actor_restarts.fetch_add(1, Ordering::Relaxed);
-        self.shared.health.set("uploader", ActorState::Restarting, None);
+        self.shared
+            .stats
+            .actor_restarts
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .health
+            .set("uploader", ActorState::Restarting, None);
         self.uploader = None;
     }
 }
@@ -150,8 +155,14 @@ impl Handler<Upload> for UploaderActor {
     type Result = AtomicResponse<Self, Result<(), String>>;
 
     fn handle(&mut self, msg: Upload, _: &mut Context<Self>) -> Self::Result {
-        let mut up = self.uploader.take().expect("uploader present while running");
         let shared = self.shared.clone();
+        // After a failure the actor is stopping (with backoff); work that arrives meanwhile is refused, and
+        // the compressor resumes from the committed cursors once the uploader is back.
+        let Some(mut up) = self.uploader.take() else {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
+                "uploader is restarting".to_string()
+            ))));
+        };
         let fut = async move {
             let res = AssertUnwindSafe(async {
                 if shared.faults.uploader_panics.load(Ordering::SeqCst) > 0 {
@@ -182,25 +193,31 @@ impl Handler<Upload> for UploaderActor {
             .await;
             (up, res)
         };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|(up, res), act, ctx| match res {
-            Ok(Ok(())) => {
-                act.uploader = Some(up);
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "uploader failed; restarting it");
-                act.shared.health.set("uploader", ActorState::Restarting, Some(e.clone()));
-                ctx.run_later(backoff(act.restarts), |_, ctx| ctx.stop());
-                Err(e)
-            }
-            Err(p) => {
-                let e = panic_message(&*p);
-                tracing::error!(panic = %e, "uploader panicked; restarting it");
-                act.shared.health.set("uploader", ActorState::Restarting, Some(e.clone()));
-                ctx.stop();
-                Err(e)
-            }
-        })))
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            |(up, res), act, ctx| match res {
+                Ok(Ok(())) => {
+                    act.uploader = Some(up);
+                    Ok(())
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "uploader failed; restarting it");
+                    act.shared
+                        .health
+                        .set("uploader", ActorState::Restarting, Some(e.clone()));
+                    ctx.run_later(backoff(act.restarts), |_, ctx| ctx.stop());
+                    Err(e)
+                }
+                Err(p) => {
+                    let e = panic_message(&*p);
+                    tracing::error!(panic = %e, "uploader panicked; restarting it");
+                    act.shared
+                        .health
+                        .set("uploader", ActorState::Restarting, Some(e.clone()));
+                    ctx.stop();
+                    Err(e)
+                }
+            },
+        )))
     }
 }
 
@@ -219,7 +236,11 @@ impl Actor for CompressorActor {
         self.generation += 1;
         let shared = self.shared.clone();
         let uploader = self.uploader.clone();
-        let delay = if self.restarts == 0 { Duration::ZERO } else { backoff(self.restarts) };
+        let delay = if self.restarts == 0 {
+            Duration::ZERO
+        } else {
+            backoff(self.restarts)
+        };
         let fut = async move {
             tokio::time::sleep(delay).await;
             compressor_loop(shared, uploader).await
@@ -230,17 +251,24 @@ impl Actor for CompressorActor {
                 Err(e) => e,
             };
             tracing::error!(error = %msg, "compressor stopped; restarting it");
-            act.shared.health.set("compressor", ActorState::Restarting, Some(msg));
+            act.shared
+                .health
+                .set("compressor", ActorState::Restarting, Some(msg));
             ctx.stop();
         }));
-        self.shared.health.set("compressor", ActorState::Running, None);
+        self.shared
+            .health
+            .set("compressor", ActorState::Running, None);
     }
 }
 
 impl Supervised for CompressorActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts += 1;
-        self.shared.stats.actor_restarts.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .actor_restarts
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -248,9 +276,10 @@ impl Supervised for CompressorActor {
 /// amount of sealed data in memory stays bounded. Ends with an error (the actor restarts and resumes from
 /// the committed cursors) on a panic, a cache error or a failed upload.
 async fn compressor_loop(shared: Shared, uploader: Addr<UploaderActor>) -> Result<(), String> {
-    let index = crate::upload::with_retry("load chunk index", 8, || shared.vault.load_chunk_index())
-        .await
-        .map_err(|e| format!("loading the chunk index: {e}"))?;
+    let index =
+        crate::upload::with_retry("load chunk index", 8, || shared.vault.load_chunk_index())
+            .await
+            .map_err(|e| format!("loading the chunk index: {e}"))?;
     let known: HashSet<_> = index.iter().map(|(id, _)| *id).collect();
     let mut comp = Compressor::new(
         shared.cache.clone(),
@@ -286,7 +315,10 @@ async fn compressor_loop(shared: Shared, uploader: Addr<UploaderActor>) -> Resul
         }
         for w in work {
             if let Work::Batch(b) = &w {
-                shared.stats.bytes_compressed_in.fetch_add(b.plain_bytes, Ordering::Relaxed);
+                shared
+                    .stats
+                    .bytes_compressed_in
+                    .fetch_add(b.plain_bytes, Ordering::Relaxed);
             }
             // One batch uploads while the next is sealed: overlap without unbounded memory.
             if let Some(p) = pending.take() {
@@ -311,8 +343,16 @@ impl Actor for ReceiverActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         let addr = self.shared.config.listen;
-        let (acceptor, sctx, shutdown) = (self.acceptor.clone(), self.ctx.clone(), self.shutdown.clone());
-        let delay = if self.restarts == 0 { Duration::ZERO } else { backoff(self.restarts) };
+        let (acceptor, sctx, shutdown) = (
+            self.acceptor.clone(),
+            self.ctx.clone(),
+            self.shutdown.clone(),
+        );
+        let delay = if self.restarts == 0 {
+            Duration::ZERO
+        } else {
+            backoff(self.restarts)
+        };
         let health = self.shared.health.clone();
         let fut = async move {
             tokio::time::sleep(delay).await;
@@ -324,7 +364,9 @@ impl Actor for ReceiverActor {
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             if let Err(e) = res {
                 tracing::error!(error = %e, "replication listener failed; restarting it");
-                act.shared.health.set("receiver", ActorState::Restarting, Some(e.to_string()));
+                act.shared
+                    .health
+                    .set("receiver", ActorState::Restarting, Some(e.to_string()));
             } else {
                 act.shared.health.set("receiver", ActorState::Stopped, None);
                 if *act.shutdown.borrow() {
@@ -339,7 +381,10 @@ impl Actor for ReceiverActor {
 impl Supervised for ReceiverActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts += 1;
-        self.shared.stats.actor_restarts.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .actor_restarts
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -389,18 +434,20 @@ impl DataPath {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let arbiters: Vec<Arbiter> = (0..3).map(|_| Arbiter::new()).collect();
         let s = shared.clone();
-        let uploader = Supervisor::start_in_arbiter(&arbiters[2].handle(), move |_| UploaderActor {
-            shared: s,
-            uploader: None,
-            restarts: 0,
-        });
+        let uploader =
+            Supervisor::start_in_arbiter(&arbiters[2].handle(), move |_| UploaderActor {
+                shared: s,
+                uploader: None,
+                restarts: 0,
+            });
         let (s, up) = (shared.clone(), uploader.clone());
-        let compressor = Supervisor::start_in_arbiter(&arbiters[1].handle(), move |_| CompressorActor {
-            shared: s,
-            uploader: up,
-            restarts: 0,
-            generation: 0,
-        });
+        let compressor =
+            Supervisor::start_in_arbiter(&arbiters[1].handle(), move |_| CompressorActor {
+                shared: s,
+                uploader: up,
+                restarts: 0,
+                generation: 0,
+            });
         let sctx = SessionContext {
             cache,
             registry,
@@ -409,13 +456,14 @@ impl DataPath {
             wake: Arc::new(move || wake.notify_one()),
         };
         let s = shared.clone();
-        let receiver = Supervisor::start_in_arbiter(&arbiters[0].handle(), move |_| ReceiverActor {
-            shared: s,
-            ctx: sctx,
-            acceptor,
-            shutdown: shutdown_rx,
-            restarts: 0,
-        });
+        let receiver =
+            Supervisor::start_in_arbiter(&arbiters[0].handle(), move |_| ReceiverActor {
+                shared: s,
+                ctx: sctx,
+                acceptor,
+                shutdown: shutdown_rx,
+                restarts: 0,
+            });
         DataPath {
             shared,
             shutdown,
