@@ -16,9 +16,13 @@ const UPLOAD_DRAIN: Duration = Duration::from_secs(30);
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let secrets = crate::secrets::ensure_secrets(&cfg)?;
-    let tls = Arc::new(ApplianceTls::load_or_create(&cfg.data_dir, &cfg.server_names)?);
+    let tls = Arc::new(ApplianceTls::load_or_create(
+        &cfg.data_dir,
+        &cfg.server_names,
+    )?);
     let state = State::open(&cfg.data_dir).context("opening the appliance state")?;
-    let (vault, created) = crate::vault_access::open_or_create_vault(&cfg, &secrets.vault_passphrase).await?;
+    let (vault, created) =
+        crate::vault_access::open_or_create_vault(&cfg, &secrets.vault_passphrase).await?;
     if secrets.any_created() || created {
         // Printed once, on the start that created them; readable again from the data folder.
         let mut out = std::io::stdout().lock();
@@ -32,7 +36,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listen_data {:?} is not host:port", cfg.listen_data))?;
     let cache = actors::cache::Cache::open(&cfg.cache_dir, cfg.cache_max_bytes)
         .with_context(|| format!("opening the cache in {}", cfg.cache_dir.display()))?;
-    let registry = Arc::new(Registry::new(state.clone(), tls.clone(), &secrets.registration_passphrase));
+    let registry = Arc::new(Registry::new(
+        state.clone(),
+        tls.clone(),
+        &secrets.registration_passphrase,
+    ));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config()?);
     let config = actors::DataPathConfig {
         listen,
@@ -49,7 +57,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         fingerprint = %tls.ca_fingerprint(),
         "appliance starting"
     );
-    let data_path = actors::DataPath::start(config, cache, vault, registry, acceptor, Default::default());
+    let data_path =
+        actors::DataPath::start(config, cache, vault, registry, acceptor, Default::default());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -14,7 +14,9 @@ pub fn collect_real_files(dst: &Path, budget: u64) -> Result<u64> {
     for src in sources {
         let mut stack = vec![PathBuf::from(src)];
         while let Some(dir) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
             entries.sort_by_key(|e| e.file_name());
             for e in entries {
@@ -27,7 +29,9 @@ pub fn collect_real_files(dst: &Path, budget: u64) -> Result<u64> {
                     if len == 0 || len > 32 << 20 || total + len > budget {
                         continue;
                     }
-                    let target = dst.join(format!("{:02}", n % 64)).join(format!("{n}-{}", e.file_name().to_string_lossy()));
+                    let target = dst
+                        .join(format!("{:02}", n % 64))
+                        .join(format!("{n}-{}", e.file_name().to_string_lossy()));
                     std::fs::create_dir_all(target.parent().unwrap())?;
                     if std::fs::copy(e.path(), &target).is_ok() {
                         total += len;
@@ -63,7 +67,13 @@ pub fn debugfs(img: &Path, commands: &[String]) -> Result<()> {
     let script = commands.join("\n");
     let file = img.with_extension("debugfs");
     std::fs::write(&file, script)?;
-    let out = Command::new("debugfs").arg("-w").arg("-f").arg(&file).arg(img).output().context("run debugfs")?;
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&file)
+        .arg(img)
+        .output()
+        .context("run debugfs")?;
     if !out.status.success() {
         bail!("debugfs failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -93,7 +103,10 @@ pub fn change_files(img: &Path, work: &Path, seed: u64) -> Result<Vec<String>> {
     }
     // Deletions and overwrites of existing files in the first folders.
     for d in 0..3 {
-        cmds.push(format!("rm /{d:02}/{}", first_file_name(img, &format!("/{d:02}"))?));
+        cmds.push(format!(
+            "rm /{d:02}/{}",
+            first_file_name(img, &format!("/{d:02}"))?
+        ));
     }
     let victim = first_file_name(img, "/05")?;
     let local = work.join("overwrite");
@@ -105,7 +118,11 @@ pub fn change_files(img: &Path, work: &Path, seed: u64) -> Result<Vec<String>> {
 }
 
 fn first_file_name(img: &Path, dir: &str) -> Result<String> {
-    let out = Command::new("debugfs").arg("-R").arg(format!("ls -l {dir}")).arg(img).output()?;
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("ls -l {dir}"))
+        .arg(img)
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     for line in text.lines() {
         let name = line.split_whitespace().last().unwrap_or_default();

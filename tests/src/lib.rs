@@ -14,7 +14,10 @@ pub mod image;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary, built once per test process (cargo test does not build other packages' bins).
@@ -28,14 +31,20 @@ pub fn bin(name: &str) -> PathBuf {
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the binaries failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join("target"));
         target.join("debug")
     });
     dir.join(name)
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn sha256_file(p: &Path) -> String {
@@ -81,7 +90,10 @@ impl Appliance {
         let mut a = Appliance {
             data_dir: data_dir.to_path_buf(),
             port: free_port(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             log: data_dir.with_extension("log"),
         };
@@ -91,7 +103,10 @@ impl Appliance {
 
     fn spawn(&mut self) -> Result<()> {
         std::fs::create_dir_all(&self.data_dir)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let mut cmd = self.command();
         cmd.arg("run").stdout(log.try_clone()?).stderr(log);
         let mut child = cmd.spawn().context("start appliance")?;
@@ -106,7 +121,10 @@ impl Appliance {
         let mut cmd = Command::new(bin("appliance"));
         cmd.env("APPLIANCE_DATA_DIR", &self.data_dir)
             .env("APPLIANCE_LISTEN_DATA", format!("127.0.0.1:{}", self.port))
-            .env("APPLIANCE_LISTEN_MANAGEMENT", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "APPLIANCE_LISTEN_MANAGEMENT",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env_remove("RUST_LOG");
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -177,7 +195,10 @@ fn libc_sigterm() -> &'static str {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// An agent's state folder plus the commands around it.
@@ -192,13 +213,21 @@ impl Agent {
         let pass_file = state_dir.with_extension("pass");
         std::fs::write(&pass_file, pass.trim())?;
         let out = Command::new(bin("mobility"))
-            .args(["register", "--appliance", &appliance.addr(), "--passphrase-file"])
+            .args([
+                "register",
+                "--appliance",
+                &appliance.addr(),
+                "--passphrase-file",
+            ])
             .arg(&pass_file)
             .args(["--ca-fingerprint", fp.trim(), "--state-dir"])
             .arg(state_dir)
             .output()?;
         if !out.status.success() {
-            bail!("mobility register failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "mobility register failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(Agent {
             state_dir: state_dir.to_path_buf(),
@@ -227,12 +256,23 @@ impl Agent {
             );
         }
         let text = String::from_utf8(out.stdout)?;
-        Ok(text.split_whitespace().last().unwrap_or_default().to_string())
+        Ok(text
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string())
     }
 }
 
 /// Restores `point` of the only machine's `disk` to `out` via the CLI, reading the vault directly.
-pub fn restore(appliance: &Appliance, machine: &str, disk: &str, point: &str, out: &Path, format: &str) -> Result<String> {
+pub fn restore(
+    appliance: &Appliance,
+    machine: &str,
+    disk: &str,
+    point: &str,
+    out: &Path,
+    format: &str,
+) -> Result<String> {
     appliance.cli(&[
         "restore",
         "--machine",
@@ -285,13 +325,19 @@ impl Azurite {
             .arg(dir.path())
             .output()?;
         if !out.status.success() {
-            bail!("azurite.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "azurite.sh start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let text = String::from_utf8(out.stdout)?;
         let get = |k: &str| {
             text.split_whitespace()
                 .filter_map(|w| w.strip_prefix(&format!("{k}=")))
-                .map(|v| v.trim_matches(|c| c == '"' || c == '\'' || c == ';').to_string())
+                .map(|v| {
+                    v.trim_matches(|c| c == '"' || c == '\'' || c == ';')
+                        .to_string()
+                })
                 .next_back()
         };
         let blob_url = get("AZURITE_BLOB_URL").context("no AZURITE_BLOB_URL from azurite.sh")?;

@@ -42,16 +42,22 @@ fn tls_client(addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpSt
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+            rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(Arc::new(config), "ferry-appliance".try_into().unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "ferry-appliance".try_into().unwrap())
+            .unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     rustls::StreamOwned::new(conn, tcp)
@@ -96,7 +102,12 @@ fn bad_input_is_refused_while_another_agent_replicates() {
     let app = Appliance::start(&t.path().join("data"), &[]).unwrap();
     let addr = app.addr();
     let agent = Agent::register(&app, &t.path().join("agent")).unwrap();
-    let good = agent.command(&[&img]).arg("--once").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let good = agent
+        .command(&[&img])
+        .arg("--once")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
 
     // Not TLS at all.
     send_and_drain(&addr, &pseudo_random(4096, 1), false);
@@ -109,7 +120,12 @@ fn bad_input_is_refused_while_another_agent_replicates() {
     // TLS, a well-formed Extent without a client certificate: only registration is allowed.
     let mut extent = Vec::new();
     wire::encode(
-        &wire::Frame::Extent(wire::Extent { disk_index: 0, seq: 1, offset: 0, data: vec![1u8; 65536].into() }),
+        &wire::Frame::Extent(wire::Extent {
+            disk_index: 0,
+            seq: 1,
+            offset: 0,
+            data: vec![1u8; 65536].into(),
+        }),
         &mut extent,
     );
     let answer = send_and_drain(&addr, &extent, true);
@@ -127,7 +143,11 @@ fn bad_input_is_refused_while_another_agent_replicates() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("passphrase"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("passphrase"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let right = t.path().join("right.pass");
     std::fs::write(&right, app.cli(&["passphrase", "show"]).unwrap().trim()).unwrap();
     let out = Command::new(bin("mobility"))
@@ -138,16 +158,37 @@ fn bad_input_is_refused_while_another_agent_replicates() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fingerprint"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fingerprint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The good agent was never disturbed.
     let out = good.wait_with_output().unwrap();
-    assert!(out.status.success(), "good agent failed\n{}", app.log_text());
-    let point = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_string();
+    assert!(
+        out.status.success(),
+        "good agent failed\n{}",
+        app.log_text()
+    );
+    let point = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
     let list = points(&app).unwrap();
     let p = &list[0];
     let restored = t.path().join("r.img");
-    restore(&app, p["machine"].as_str().unwrap(), p["disk"].as_str().unwrap(), &point, &restored, "raw").unwrap();
+    restore(
+        &app,
+        p["machine"].as_str().unwrap(),
+        p["disk"].as_str().unwrap(),
+        &point,
+        &restored,
+        "raw",
+    )
+    .unwrap();
     assert_eq!(sha256_file(&restored), sha256_file(&img));
 
     // Each refusal left a logged reason.
@@ -168,10 +209,22 @@ fn revoked_agent_is_refused() {
     app.stop().unwrap();
     let list = app.cli(&["agents", "list", "--json"]).unwrap();
     let agents: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
-    let id = agents[0]["agent_id"].as_str().or(agents[0]["id"].as_str()).unwrap().to_string();
+    let id = agents[0]["agent_id"]
+        .as_str()
+        .or(agents[0]["id"].as_str())
+        .unwrap()
+        .to_string();
     app.cli(&["agents", "revoke", &id]).unwrap();
     app.restart().unwrap();
-    let out = agent.command(&[&img]).args(["--once", "--timeout", "20"]).output().unwrap();
+    let out = agent
+        .command(&[&img])
+        .args(["--once", "--timeout", "20"])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "a revoked agent must be refused");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("revoked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -14,10 +14,16 @@ fn ext4_image_two_points_restore_exactly_from_azurite() {
     make_ext4(&img, 256, &files).unwrap();
     let sha1 = sha256_file(&img);
 
-    let url = format!("az://devstoreaccount1/ferry-vault?endpoint={}", azurite.blob_url);
+    let url = format!(
+        "az://devstoreaccount1/ferry-vault?endpoint={}",
+        azurite.blob_url
+    );
     let app = Appliance::start(
         &t.path().join("data"),
-        &[("APPLIANCE_VAULT_URL", &url), ("APPLIANCE_AZURE_ACCESS_KEY", Azurite::KEY)],
+        &[
+            ("APPLIANCE_VAULT_URL", &url),
+            ("APPLIANCE_AZURE_ACCESS_KEY", Azurite::KEY),
+        ],
     )
     .unwrap();
     let agent = Agent::register(&app, &t.path().join("agent")).unwrap();
@@ -33,7 +39,11 @@ fn ext4_image_two_points_restore_exactly_from_azurite() {
     for (point, want) in [(&p1, &sha1), (&p2, &sha2)] {
         let out = t.path().join(format!("{point}.img"));
         restore(&app, machine, disk, point, &out, "raw").unwrap();
-        assert_eq!(&sha256_file(&out), want, "point {point} from Azurite differs");
+        assert_eq!(
+            &sha256_file(&out),
+            want,
+            "point {point} from Azurite differs"
+        );
         assert!(e2fsck_clean(&out));
     }
     // Nothing was written to the local folder vault: the data went to Azure.

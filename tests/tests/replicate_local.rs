@@ -48,16 +48,32 @@ fn ext4_image_two_points_restore_exactly_from_local_vault() {
     assert!(e2fsck_clean(&r2));
     // Raw output is sparse: fewer blocks allocated than its length.
     let md = std::fs::metadata(&r2).unwrap();
-    assert!(std::os::unix::fs::MetadataExt::blocks(&md) * 512 < md.len(), "restored raw image is not sparse");
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&md) * 512 < md.len(),
+        "restored raw image is not sparse"
+    );
 
     // VHD and VMDK: what qemu-img sees must convert back to the same bytes.
     for (fmt, qfmt) in [("vhd", "vpc"), ("vmdk", "vmdk")] {
         let out = t.path().join(format!("r2.{fmt}"));
         restore(&app, &machine, &disk, &p2, &out, fmt).unwrap();
-        let info = Command::new("qemu-img").args(["info", "--output=json"]).arg(&out).output().unwrap();
-        assert!(info.status.success(), "qemu-img info {fmt}: {}", String::from_utf8_lossy(&info.stderr));
+        let info = Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            info.status.success(),
+            "qemu-img info {fmt}: {}",
+            String::from_utf8_lossy(&info.stderr)
+        );
         let back = t.path().join(format!("back-{fmt}.raw"));
-        let conv = Command::new("qemu-img").args(["convert", "-f", qfmt, "-O", "raw"]).arg(&out).arg(&back).status().unwrap();
+        let conv = Command::new("qemu-img")
+            .args(["convert", "-f", qfmt, "-O", "raw"])
+            .arg(&out)
+            .arg(&back)
+            .status()
+            .unwrap();
         assert!(conv.success());
         let want = std::fs::read(&img).unwrap();
         let got = std::fs::read(&back).unwrap();
@@ -73,15 +89,29 @@ fn ext4_image_two_points_restore_exactly_from_local_vault() {
     for o in &objects {
         let bytes = std::fs::read(o).unwrap();
         for run in &runs {
-            assert!(!bytes.windows(run.len()).any(|w| w == &run[..]), "plaintext found in {}", o.display());
+            assert!(
+                !bytes.windows(run.len()).any(|w| w == &run[..]),
+                "plaintext found in {}",
+                o.display()
+            );
         }
         let pass = std::fs::read_to_string(app.data_dir.join("vault-passphrase")).unwrap();
-        assert!(!bytes.windows(pass.trim().len()).any(|w| w == pass.trim().as_bytes()), "passphrase in {}", o.display());
+        assert!(
+            !bytes
+                .windows(pass.trim().len())
+                .any(|w| w == pass.trim().as_bytes()),
+            "passphrase in {}",
+            o.display()
+        );
     }
 
     // SIGTERM: drains and exits 0.
     let status = app.stop().unwrap();
-    assert!(status.success(), "appliance exit status {status}\n{}", app.log_text());
+    assert!(
+        status.success(),
+        "appliance exit status {status}\n{}",
+        app.log_text()
+    );
 
     // Restore works with the daemon stopped, and with nothing but the vault URL and passphrase.
     let r3 = t.path().join("r3.img");
@@ -90,25 +120,46 @@ fn ext4_image_two_points_restore_exactly_from_local_vault() {
         .arg(&vault_dir)
         .arg("--vault-passphrase-file")
         .arg(app.data_dir.join("vault-passphrase"))
-        .args(["--machine", &machine, "--disk", &disk, "--point", &p1, "--out"])
+        .args([
+            "--machine",
+            &machine,
+            "--disk",
+            &disk,
+            "--point",
+            &p1,
+            "--out",
+        ])
         .arg(&r3)
         .current_dir(t.path())
         .env_remove("APPLIANCE_DATA_DIR")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(sha256_file(&r3), sha1);
 
     // One flipped byte in a pack: restore fails with an integrity error that names the object.
-    let pack = objects.iter().filter(|p| p.to_string_lossy().contains("/packs/")).max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let pack = objects
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("/packs/"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut bytes = std::fs::read(pack).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(pack, &bytes).unwrap();
     let r4 = t.path().join("r4.img");
-    let err = restore(&app, &machine, &disk, &p2, &r4, "raw").unwrap_err().to_string();
+    let err = restore(&app, &machine, &disk, &p2, &r4, "raw")
+        .unwrap_err()
+        .to_string();
     let pack_name = pack.file_name().unwrap().to_string_lossy().to_string();
-    assert!(err.contains(&pack_name), "error does not name the pack {pack_name}: {err}");
+    assert!(
+        err.contains(&pack_name),
+        "error does not name the pack {pack_name}: {err}"
+    );
     assert!(err.to_lowercase().contains("integrity"), "{err}");
 }
 
