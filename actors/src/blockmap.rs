@@ -72,7 +72,8 @@ impl BlockMapFile {
         let mut header = [0u8; HEADER_LEN as usize];
         let len = file.metadata().map_err(|e| err("stat", path, e))?.len();
         if len >= HEADER_LEN {
-            file.read_exact_at(&mut header, 0).map_err(|e| err("read", path, e))?;
+            file.read_exact_at(&mut header, 0)
+                .map_err(|e| err("read", path, e))?;
             if header[0..4] != MAGIC || header[4] != VERSION {
                 return Err(err("check", path, "bad magic or version"));
             }
@@ -80,7 +81,8 @@ impl BlockMapFile {
         header[0..4].copy_from_slice(&MAGIC);
         header[4] = VERSION;
         header[8..16].copy_from_slice(&size_bytes.to_be_bytes());
-        file.write_all_at(&header, 0).map_err(|e| err("write", path, e))?;
+        file.write_all_at(&header, 0)
+            .map_err(|e| err("write", path, e))?;
         Ok(BlockMapFile {
             path: path.to_path_buf(),
             file,
@@ -99,7 +101,9 @@ impl BlockMapFile {
     }
 
     pub fn sync(&self) -> Result<(), ActorError> {
-        self.file.sync_data().map_err(|e| err("fsync", &self.path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| err("fsync", &self.path, e))
     }
 
     /// The whole map, for a full manifest.
@@ -108,8 +112,10 @@ impl BlockMapFile {
         let mut out = Vec::with_capacity(n as usize);
         let mut f = BufReader::with_capacity(1 << 20, &self.file);
         let mut skip = [0u8; HEADER_LEN as usize];
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).map_err(|e| err("seek", &self.path, e))?;
-        f.read_exact(&mut skip).map_err(|e| err("read", &self.path, e))?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))
+            .map_err(|e| err("seek", &self.path, e))?;
+        f.read_exact(&mut skip)
+            .map_err(|e| err("read", &self.path, e))?;
         let mut e = [0u8; ENTRY_LEN as usize];
         for _ in 0..n {
             match f.read_exact(&mut e) {
@@ -136,7 +142,10 @@ mod tests {
         m.set(1, &BlockRef::Chunk([0xab; 32])).unwrap();
         m.sync().unwrap();
         let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(&bytes[..16], &[b'F', b'B', b'M', b'P', 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1]);
+        assert_eq!(
+            &bytes[..16],
+            &[b'F', b'B', b'M', b'P', 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1]
+        );
         assert_eq!(bytes[16..49], [0u8; 33]);
         assert_eq!(bytes[49], 1);
         assert_eq!(bytes[50..82], [0xab; 32]);
@@ -144,7 +153,12 @@ mod tests {
         let m = BlockMapFile::open(&p, 3 * 65536 + 1).unwrap();
         assert_eq!(
             m.read_all().unwrap(),
-            vec![BlockRef::Zero, BlockRef::Chunk([0xab; 32]), BlockRef::Zero, BlockRef::Zero]
+            vec![
+                BlockRef::Zero,
+                BlockRef::Chunk([0xab; 32]),
+                BlockRef::Zero,
+                BlockRef::Zero
+            ]
         );
     }
 

@@ -74,13 +74,21 @@ pub struct Compressor {
 
 impl std::fmt::Debug for Compressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Compressor").field("disks", &self.readers.len()).finish()
+        f.debug_struct("Compressor")
+            .field("disks", &self.readers.len())
+            .finish()
     }
 }
 
 impl Compressor {
     /// `known` is every chunk id already in the vault (from its index).
-    pub fn new(cache: Arc<Cache>, vault: Vault, known: HashSet<ChunkId>, threads: usize, batch_bytes: u64) -> Self {
+    pub fn new(
+        cache: Arc<Cache>,
+        vault: Vault,
+        known: HashSet<ChunkId>,
+        threads: usize,
+        batch_bytes: u64,
+    ) -> Self {
         Compressor {
             cache,
             vault,
@@ -193,7 +201,10 @@ impl Compressor {
 
     /// Zero-skips, names, dedups and seals blocks on `threads` threads; keeps log order in `updates`.
     #[allow(clippy::type_complexity)]
-    fn seal_blocks(&mut self, blocks: Vec<(u64, bytes::Bytes)>) -> (Vec<(u64, BlockRef)>, Vec<(ChunkId, Vec<u8>)>) {
+    fn seal_blocks(
+        &mut self,
+        blocks: Vec<(u64, bytes::Bytes)>,
+    ) -> (Vec<(u64, BlockRef)>, Vec<(ChunkId, Vec<u8>)>) {
         let vault = &self.vault;
         let per = blocks.len().div_ceil(self.threads).max(1);
         // Phase 1, parallel: zero test and chunk id.
@@ -214,7 +225,10 @@ impl Compressor {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("naming thread")).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("naming thread"))
+                .collect()
         });
         // Phase 2: pick the blocks whose chunk is new (first occurrence only), then seal them in parallel.
         let mut to_seal: Vec<(ChunkId, &bytes::Bytes)> = Vec::new();
@@ -237,7 +251,10 @@ impl Compressor {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("sealing thread")).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("sealing thread"))
+                .collect()
         });
         let updates = named
             .into_iter()
@@ -248,7 +265,8 @@ impl Compressor {
 
     /// Points whose bookmark every disk of the machine has reached.
     fn points_ready(&mut self) -> Vec<Work> {
-        let mut by_machine: HashMap<String, Vec<(String, u64, Option<BookmarkWait>)>> = HashMap::new();
+        let mut by_machine: HashMap<String, Vec<(String, u64, Option<BookmarkWait>)>> =
+            HashMap::new();
         for ((m, d), r) in &self.readers {
             by_machine
                 .entry(m.clone())
@@ -267,10 +285,16 @@ impl Compressor {
                     machine_id: machine.clone(),
                     bookmark_id: id,
                     app_consistent: first.app_consistent,
-                    disks: disks.iter().map(|d| (d.0.clone(), d.1, d.2.expect("waiting").seq)).collect(),
+                    disks: disks
+                        .iter()
+                        .map(|d| (d.0.clone(), d.1, d.2.expect("waiting").seq))
+                        .collect(),
                 };
                 for (d, _, _) in &disks {
-                    let r = self.readers.get_mut(&(machine.clone(), d.clone())).expect("reader");
+                    let r = self
+                        .readers
+                        .get_mut(&(machine.clone(), d.clone()))
+                        .expect("reader");
                     r.waiting_at = None;
                     r.committed_bookmark = id;
                 }

@@ -42,7 +42,12 @@ impl Hub {
     }
 
     pub fn attach(&self, agent: &str, out: mpsc::UnboundedSender<Frame>) {
-        self.agents.lock().expect("hub lock").entry(agent.to_string()).or_default().out = Some(out);
+        self.agents
+            .lock()
+            .expect("hub lock")
+            .entry(agent.to_string())
+            .or_default()
+            .out = Some(out);
     }
 
     pub fn detach(&self, agent: &str, out: &mpsc::UnboundedSender<Frame>) {
@@ -56,12 +61,19 @@ impl Hub {
     /// Sends a frame to the agent's live session; false when it is not connected (it learns on reconnect).
     pub fn send(&self, agent: &str, frame: Frame) -> bool {
         let agents = self.agents.lock().expect("hub lock");
-        agents.get(agent).and_then(|e| e.out.as_ref()).is_some_and(|o| o.send(frame).is_ok())
+        agents
+            .get(agent)
+            .and_then(|e| e.out.as_ref())
+            .is_some_and(|o| o.send(frame).is_ok())
     }
 
     pub fn connected(&self) -> Vec<String> {
         let agents = self.agents.lock().expect("hub lock");
-        let mut v: Vec<_> = agents.iter().filter(|(_, e)| e.out.is_some()).map(|(k, _)| k.clone()).collect();
+        let mut v: Vec<_> = agents
+            .iter()
+            .filter(|(_, e)| e.out.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
         v.sort();
         v
     }

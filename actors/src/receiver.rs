@@ -41,8 +41,14 @@ pub async fn serve(
         while sessions.try_join_next().is_some() {}
     }
     drop(listener);
-    tracing::info!(sessions = sessions.len(), "replication listener stopped; draining sessions");
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while sessions.join_next().await.is_some() {} }).await;
+    tracing::info!(
+        sessions = sessions.len(),
+        "replication listener stopped; draining sessions"
+    );
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
     Ok(())
 }
 
@@ -85,7 +91,9 @@ async fn connection(
         Ok(()) | Err(SessionEnd::Closed) | Err(SessionEnd::Shutdown) => {
             tracing::info!(%peer, agent = %who, "session ended")
         }
-        Err(SessionEnd::Replaced) => tracing::info!(%peer, agent = %who, "session replaced by a reconnect"),
+        Err(SessionEnd::Replaced) => {
+            tracing::info!(%peer, agent = %who, "session replaced by a reconnect")
+        }
         Err(e) => {
             ctx.stats.sessions_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, agent = %who, reason = %e, "session closed")

@@ -56,7 +56,9 @@ impl Record {
 /// Encodes the header of `record`; the body is written separately so extent data is never copied.
 pub fn encode_header(record: &Record) -> [u8; HEADER_LEN] {
     let (kind, len, a, b, body): (u8, u32, u64, u64, &[u8]) = match record {
-        Record::Extent { seq, offset, data } => (KIND_EXTENT, data.len() as u32, *seq, *offset, data),
+        Record::Extent { seq, offset, data } => {
+            (KIND_EXTENT, data.len() as u32, *seq, *offset, data)
+        }
         Record::Bookmark {
             last_seq,
             bookmark_id,
@@ -237,6 +239,9 @@ mod tests {
         assert_eq!(read_record(&mut &magic[..]), Err(RecordError::BadMagic));
         let mut huge = good;
         huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(read_record(&mut &huge[..]), Err(RecordError::TooLarge(u32::MAX)));
+        assert_eq!(
+            read_record(&mut &huge[..]),
+            Err(RecordError::TooLarge(u32::MAX))
+        );
     }
 }

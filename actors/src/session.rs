@@ -76,7 +76,12 @@ where
     let Some(agent_id) = agent_id else {
         // Without a client certificate the only thing an agent may do is register.
         let Frame::Register(reg) = first else {
-            return refuse(&mut wr, ErrorCode::Protocol, "register first: no client certificate").await;
+            return refuse(
+                &mut wr,
+                ErrorCode::Protocol,
+                "register first: no client certificate",
+            )
+            .await;
         };
         return match ctx.registry.register(&reg.passphrase, &reg.hostname) {
             Ok(c) => {
@@ -113,20 +118,42 @@ where
         return refuse(&mut wr, ErrorCode::Protocol, "expected Hello").await;
     };
     if hello.agent_id != agent_id {
-        return refuse(&mut wr, ErrorCode::Protocol, "Hello names another agent than the certificate").await;
+        return refuse(
+            &mut wr,
+            ErrorCode::Protocol,
+            "Hello names another agent than the certificate",
+        )
+        .await;
     }
     if hello.min_version > wire::WIRE_VERSION || hello.max_version < wire::WIRE_VERSION {
-        return refuse(&mut wr, ErrorCode::UnsupportedVersion, "no common protocol version").await;
+        return refuse(
+            &mut wr,
+            ErrorCode::UnsupportedVersion,
+            "no common protocol version",
+        )
+        .await;
     }
     if hello.disks.is_empty() || hello.disks.len() > 256 {
-        return refuse(&mut wr, ErrorCode::Protocol, "an agent replicates 1 to 256 disks").await;
+        return refuse(
+            &mut wr,
+            ErrorCode::Protocol,
+            "an agent replicates 1 to 256 disks",
+        )
+        .await;
     }
     for d in &hello.disks {
         let ok = !d.disk_id.is_empty()
             && d.disk_id.len() <= 64
-            && d.disk_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && d.disk_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
-            return refuse(&mut wr, ErrorCode::Protocol, "disk ids are 1-64 characters of [A-Za-z0-9_-]").await;
+            return refuse(
+                &mut wr,
+                ErrorCode::Protocol,
+                "disk ids are 1-64 characters of [A-Za-z0-9_-]",
+            )
+            .await;
         }
     }
     ctx.registry.seen(&agent_id, &hello.hostname);
@@ -145,7 +172,10 @@ where
             })
             .collect(),
     };
-    let logs = ctx.cache.register_machine(meta).map_err(|e| SessionEnd::Cache(e.to_string()))?;
+    let logs = ctx
+        .cache
+        .register_machine(meta)
+        .map_err(|e| SessionEnd::Cache(e.to_string()))?;
     let welcome = wire::Welcome {
         version: wire::WIRE_VERSION,
         window_bytes: WINDOW_BYTES,
@@ -194,23 +224,37 @@ where
             Frame::Extent(e) => {
                 let i = e.disk_index as usize;
                 if i >= logs.len() {
-                    break Err(SessionEnd::Protocol(format!("extent for unknown disk index {i}")));
+                    break Err(SessionEnd::Protocol(format!(
+                        "extent for unknown disk index {i}"
+                    )));
                 };
                 let size = sizes[i];
                 if e.seq <= last_seq[i] {
-                    break Err(SessionEnd::Protocol(format!("extent seq {} is not after {}", e.seq, last_seq[i])));
+                    break Err(SessionEnd::Protocol(format!(
+                        "extent seq {} is not after {}",
+                        e.seq, last_seq[i]
+                    )));
                 }
                 if e.offset + e.data.len() as u64 > size.next_multiple_of(wire::BLOCK_SIZE) {
-                    break Err(SessionEnd::Protocol(format!("extent at {} runs past the disk's end", e.offset)));
+                    break Err(SessionEnd::Protocol(format!(
+                        "extent at {} runs past the disk's end",
+                        e.offset
+                    )));
                 }
                 last_seq[i] = e.seq;
-                ctx.stats.bytes_received.fetch_add(e.data.len() as u64, Ordering::Relaxed);
+                ctx.stats
+                    .bytes_received
+                    .fetch_add(e.data.len() as u64, Ordering::Relaxed);
                 let rec = Record::Extent {
                     seq: e.seq,
                     offset: e.offset,
                     data: e.data,
                 };
-                if rec_tx.send(ToWriter::Records(vec![(i, rec)])).await.is_err() {
+                if rec_tx
+                    .send(ToWriter::Records(vec![(i, rec)]))
+                    .await
+                    .is_err()
+                {
                     break Err(SessionEnd::Cache("cache writer stopped".into()));
                 }
             }
@@ -219,7 +263,11 @@ where
                     .iter()
                     .enumerate()
                     .map(|(i, _)| {
-                        let seq = b.seqs.iter().find(|s| s.disk_index as usize == i).map_or(last_seq[i], |s| s.seq);
+                        let seq = b
+                            .seqs
+                            .iter()
+                            .find(|s| s.disk_index as usize == i)
+                            .map_or(last_seq[i], |s| s.seq);
                         (
                             i,
                             Record::Bookmark {
@@ -230,7 +278,10 @@ where
                         )
                     })
                     .collect();
-                if logs.iter().all(|l| l.committed().bookmark_id >= b.bookmark_id) {
+                if logs
+                    .iter()
+                    .all(|l| l.committed().bookmark_id >= b.bookmark_id)
+                {
                     // A bookmark re-sent after a reconnect whose point is already in the vault.
                     let _ = out_tx.send(Frame::PointDurable(wire::PointDurable {
                         bookmark_id: b.bookmark_id,
@@ -246,8 +297,18 @@ where
                 let _ = out_tx.send(Frame::Pong(n));
             }
             Frame::Pong(_) => {}
-            Frame::Error(e) => break Err(SessionEnd::Protocol(format!("agent reported {}: {}", e.code, e.message))),
-            other => break Err(SessionEnd::Protocol(format!("unexpected {} frame", other.name()))),
+            Frame::Error(e) => {
+                break Err(SessionEnd::Protocol(format!(
+                    "agent reported {}: {}",
+                    e.code, e.message
+                )))
+            }
+            other => {
+                break Err(SessionEnd::Protocol(format!(
+                    "unexpected {} frame",
+                    other.name()
+                )))
+            }
         }
     };
     // Drain: everything read so far is still written and acknowledged before the session ends.
@@ -270,7 +331,10 @@ where
     result
 }
 
-async fn frame_writer<W: AsyncWrite + Unpin>(mut wr: BufWriter<W>, mut rx: mpsc::UnboundedReceiver<Frame>) {
+async fn frame_writer<W: AsyncWrite + Unpin>(
+    mut wr: BufWriter<W>,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
+) {
     while let Some(f) = rx.recv().await {
         if wire::write_frame(&mut wr, &f).await.is_err() {
             return;
@@ -346,7 +410,11 @@ fn cache_writer(
     }
 }
 
-async fn send_error<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, code: ErrorCode, message: &str) -> Result<(), wire::WireError> {
+async fn send_error<W: AsyncWrite + Unpin>(
+    w: &mut BufWriter<W>,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), wire::WireError> {
     wire::write_frame(
         w,
         &Frame::Error(ErrorFrame {
@@ -358,7 +426,11 @@ async fn send_error<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, code: ErrorCode
     w.flush().await.map_err(wire::WireError::Io)
 }
 
-async fn refuse<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, code: ErrorCode, message: &str) -> Result<(), SessionEnd> {
+async fn refuse<W: AsyncWrite + Unpin>(
+    w: &mut BufWriter<W>,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), SessionEnd> {
     let _ = send_error(w, code, message).await;
     Err(SessionEnd::Protocol(message.to_string()))
 }

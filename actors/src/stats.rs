@@ -16,13 +16,34 @@ pub struct Stats {
 impl Stats {
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         vec![
-            ("bytes_received", self.bytes_received.load(Ordering::Relaxed)),
-            ("extents_durable", self.extents_durable.load(Ordering::Relaxed)),
-            ("bytes_compressed_in", self.bytes_compressed_in.load(Ordering::Relaxed)),
-            ("bytes_uploaded", self.bytes_uploaded.load(Ordering::Relaxed)),
-            ("points_committed", self.points_committed.load(Ordering::Relaxed)),
-            ("sessions_refused", self.sessions_refused.load(Ordering::Relaxed)),
-            ("actor_restarts", self.actor_restarts.load(Ordering::Relaxed)),
+            (
+                "bytes_received",
+                self.bytes_received.load(Ordering::Relaxed),
+            ),
+            (
+                "extents_durable",
+                self.extents_durable.load(Ordering::Relaxed),
+            ),
+            (
+                "bytes_compressed_in",
+                self.bytes_compressed_in.load(Ordering::Relaxed),
+            ),
+            (
+                "bytes_uploaded",
+                self.bytes_uploaded.load(Ordering::Relaxed),
+            ),
+            (
+                "points_committed",
+                self.points_committed.load(Ordering::Relaxed),
+            ),
+            (
+                "sessions_refused",
+                self.sessions_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "actor_restarts",
+                self.actor_restarts.load(Ordering::Relaxed),
+            ),
         ]
     }
 }

@@ -39,7 +39,9 @@ pub struct Uploader {
 
 impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uploader").field("disks", &self.disks.len()).finish()
+        f.debug_struct("Uploader")
+            .field("disks", &self.disks.len())
+            .finish()
     }
 }
 
@@ -50,7 +52,11 @@ pub fn point_id(bookmark_id: u64) -> String {
 
 /// Retries a vault call while the error says a retry can help, with capped backoff; gives up after
 /// `attempts` so the actor can report the store as down and be restarted.
-pub async fn with_retry<T, F, Fut>(what: &str, attempts: u32, mut f: F) -> Result<T, vault::VaultError>
+pub async fn with_retry<T, F, Fut>(
+    what: &str,
+    attempts: u32,
+    mut f: F,
+) -> Result<T, vault::VaultError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, vault::VaultError>>,
@@ -74,7 +80,13 @@ where
 const ATTEMPTS: u32 = 8;
 
 impl Uploader {
-    pub fn new(vault: Vault, cache: Arc<Cache>, maps_dir: PathBuf, pack_target: usize, full_every: u32) -> Self {
+    pub fn new(
+        vault: Vault,
+        cache: Arc<Cache>,
+        maps_dir: PathBuf,
+        pack_target: usize,
+        full_every: u32,
+    ) -> Self {
         Uploader {
             vault,
             cache,
@@ -89,7 +101,10 @@ impl Uploader {
     fn disk(&mut self, machine: &str, disk: &str, size: u64) -> Result<&mut DiskState, ActorError> {
         let key = (machine.to_string(), disk.to_string());
         if !self.disks.contains_key(&key) {
-            let map = BlockMapFile::open(&self.maps_dir.join(machine).join(format!("{disk}.map")), size)?;
+            let map = BlockMapFile::open(
+                &self.maps_dir.join(machine).join(format!("{disk}.map")),
+                size,
+            )?;
             self.disks.insert(
                 key.clone(),
                 DiskState {
@@ -106,7 +121,8 @@ impl Uploader {
         if !self.chains.contains_key(machine) {
             let path = self.maps_dir.join(machine).join("chain.json");
             let chain = match std::fs::read(&path) {
-                Ok(b) => serde_json::from_slice(&b).map_err(|e| ActorError::Cache(format!("{}: {e}", path.display())))?,
+                Ok(b) => serde_json::from_slice(&b)
+                    .map_err(|e| ActorError::Cache(format!("{}: {e}", path.display())))?,
                 Err(_) => PointChain::default(),
             };
             self.chains.insert(machine.to_string(), chain);
@@ -160,7 +176,8 @@ impl Uploader {
         for (disk, size, _) in &p.disks {
             disks_exact &= self.disk(&p.machine_id, disk, *size)?.exact_dirty;
         }
-        let full = chain.last_point.is_none() || !disks_exact || chain.since_full + 1 >= self.full_every;
+        let full =
+            chain.last_point.is_none() || !disks_exact || chain.since_full + 1 >= self.full_every;
         let mut disks = Vec::new();
         for (disk, size, seq) in &p.disks {
             let st = self.disk(&p.machine_id, disk, *size)?;
@@ -180,7 +197,11 @@ impl Uploader {
             machine_id: p.machine_id.clone(),
             point_id: id.clone(),
             parent: if full { None } else { chain.last_point.clone() },
-            kind: if p.app_consistent { PointKind::App } else { PointKind::Crash },
+            kind: if p.app_consistent {
+                PointKind::App
+            } else {
+                PointKind::Crash
+            },
             bookmark_id: p.bookmark_id,
             created_unix_ms: now_ms(),
             disks,
@@ -192,7 +213,8 @@ impl Uploader {
             since_full: if full { 0 } else { chain.since_full + 1 },
         };
         let dir = self.maps_dir.join(&p.machine_id);
-        std::fs::create_dir_all(&dir).map_err(|e| ActorError::Cache(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ActorError::Cache(format!("{}: {e}", dir.display())))?;
         write_durably(
             &dir.join("chain.json.tmp"),
             &dir.join("chain.json"),

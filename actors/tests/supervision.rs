@@ -26,23 +26,33 @@ impl AgentRegistry for NoAgents {
 
 fn acceptor() -> tokio_rustls::TlsAcceptor {
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["ferry-appliance".into()]).unwrap().self_signed(&key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
+    let cert = rcgen::CertificateParams::new(vec!["ferry-appliance".into()])
         .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
+        .self_signed(&key)
         .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 fn block(i: u64, round: u8) -> Vec<u8> {
     // Compressible but distinct per block and round, like file data.
     let line = format!("block {i:06} round {round} of a disk that Ferry replicates\n");
-    line.as_bytes().iter().cycle().take(65536).copied().collect()
+    line.as_bytes()
+        .iter()
+        .cycle()
+        .take(65536)
+        .copied()
+        .collect()
 }
 
 async fn wait_point(vault: &Vault, n: usize) {
@@ -51,7 +61,10 @@ async fn wait_point(vault: &Vault, n: usize) {
         if vault.list_points().await.unwrap().len() >= n {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "point {n} never committed");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "point {n} never committed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -59,16 +72,26 @@ async fn wait_point(vault: &Vault, n: usize) {
 #[test]
 fn panics_in_compressor_and_uploader_lose_nothing() {
     let t = tempfile::tempdir().unwrap();
-    let store = vault::open_store(t.path().join("vault").to_str().unwrap(), &StoreOptions::default()).unwrap();
+    let store = vault::open_store(
+        t.path().join("vault").to_str().unwrap(),
+        &StoreOptions::default(),
+    )
+    .unwrap();
     actix_rt::System::new().block_on(async move {
-        let vault = Vault::create(store, "pass", KdfParams::fast_for_tests()).await.unwrap();
+        let vault = Vault::create(store, "pass", KdfParams::fast_for_tests())
+            .await
+            .unwrap();
         let cache = Cache::open(&t.path().join("cache"), 1 << 30).unwrap();
         let blocks = 128u64;
         let log = cache
             .register_machine(MachineMeta {
                 machine_id: "m1".into(),
                 hostname: "h".into(),
-                disks: vec![DiskMeta { disk_id: "disk0".into(), size_bytes: blocks * 65536, label: "x".into() }],
+                disks: vec![DiskMeta {
+                    disk_id: "disk0".into(),
+                    size_bytes: blocks * 65536,
+                    label: "x".into(),
+                }],
             })
             .unwrap()
             .remove(0);
@@ -83,7 +106,14 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
             pack_target_bytes: 1 << 20,
             full_map_every: 4,
         };
-        let dp = DataPath::start(config, cache.clone(), vault.clone(), Arc::new(NoAgents), acceptor(), faults.clone());
+        let dp = DataPath::start(
+            config,
+            cache.clone(),
+            vault.clone(),
+            Arc::new(NoAgents),
+            acceptor(),
+            faults.clone(),
+        );
 
         // Round 1: every block, acknowledged (fsync'd) before the faults fire.
         let mut image = vec![0u8; (blocks * 65536) as usize];
@@ -95,9 +125,19 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
             seq += 1;
             let data = block(i, 1);
             image[(i * 65536) as usize..((i + 1) * 65536) as usize].copy_from_slice(&data);
-            log.append(&[Record::Extent { seq, offset: i * 65536, data: data.into() }]).unwrap();
+            log.append(&[Record::Extent {
+                seq,
+                offset: i * 65536,
+                data: data.into(),
+            }])
+            .unwrap();
         }
-        log.append(&[Record::Bookmark { last_seq: seq, bookmark_id: 1000, app_consistent: false }]).unwrap();
+        log.append(&[Record::Bookmark {
+            last_seq: seq,
+            bookmark_id: 1000,
+            app_consistent: false,
+        }])
+        .unwrap();
         log.sync().unwrap();
         wait_point(&vault, 1).await;
         let img1 = image.clone();
@@ -107,18 +147,34 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
             seq += 1;
             let data = block(i, 2);
             image[(i * 65536) as usize..((i + 1) * 65536) as usize].copy_from_slice(&data);
-            log.append(&[Record::Extent { seq, offset: i * 65536, data: data.into() }]).unwrap();
+            log.append(&[Record::Extent {
+                seq,
+                offset: i * 65536,
+                data: data.into(),
+            }])
+            .unwrap();
         }
-        log.append(&[Record::Bookmark { last_seq: seq, bookmark_id: 2000, app_consistent: true }]).unwrap();
+        log.append(&[Record::Bookmark {
+            last_seq: seq,
+            bookmark_id: 2000,
+            app_consistent: true,
+        }])
+        .unwrap();
         log.sync().unwrap();
         wait_point(&vault, 2).await;
 
         let stats = dp.shared.stats.clone();
-        assert!(stats.actor_restarts.load(Ordering::SeqCst) >= 2, "both injected panics restarted an actor");
+        assert!(
+            stats.actor_restarts.load(Ordering::SeqCst) >= 2,
+            "both injected panics restarted an actor"
+        );
         assert_eq!(faults.compressor_panics.load(Ordering::SeqCst), 0);
         assert_eq!(faults.uploader_panics.load(Ordering::SeqCst), 0);
         let health = dp.shared.health.snapshot();
-        assert!(health["compressor"].restarts + health["uploader"].restarts >= 1, "{health:?}");
+        assert!(
+            health["compressor"].restarts + health["uploader"].restarts >= 1,
+            "{health:?}"
+        );
 
         for (point, want) in [("00000000000003e8", &img1), ("00000000000007d0", &image)] {
             let out = t.path().join(format!("{point}.raw"));
@@ -136,7 +192,10 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
                 )
                 .await
                 .unwrap();
-            assert!(std::fs::read(&out).unwrap() == *want, "point {point} differs");
+            assert!(
+                std::fs::read(&out).unwrap() == *want,
+                "point {point} differs"
+            );
         }
         // Everything committed: the cache released all but the segment being written.
         assert_eq!(log.committed().bookmark_id, 2000);
