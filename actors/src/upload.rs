@@ -6,7 +6,7 @@ use crate::blockmap::BlockMapFile;
 use crate::cache::{write_durably, Cache, Cursor};
 use crate::compress::{PointCommit, SealedBatch};
 use crate::ActorError;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,7 @@ pub struct Uploader {
     full_every: u32,
     disks: HashMap<(String, String), DiskState>,
     chains: HashMap<String, PointChain>,
+    described: HashSet<String>,
 }
 
 impl std::fmt::Debug for Uploader {
@@ -95,6 +96,7 @@ impl Uploader {
             full_every: full_every.max(1),
             disks: HashMap::new(),
             chains: HashMap::new(),
+            described: HashSet::new(),
         }
     }
 
@@ -130,8 +132,48 @@ impl Uploader {
         Ok(self.chains.get_mut(machine).expect("inserted"))
     }
 
+    /// Writes the machine's descriptor (name, disks) once per uploader lifetime, so the vault alone
+    /// tells a new appliance what each machine is.
+    async fn describe_machine(&mut self, machine_id: &str) -> Result<(), ActorError> {
+        if self.described.contains(machine_id) {
+            return Ok(());
+        }
+        let Some(meta) = self
+            .cache
+            .machines()
+            .into_iter()
+            .find(|m| m.machine_id == machine_id)
+        else {
+            return Ok(());
+        };
+        let desc = vault::MachineDescriptor {
+            machine_id: meta.machine_id.clone(),
+            name: meta.hostname.clone(),
+            disks: meta
+                .disks
+                .iter()
+                .map(|d| vault::DiskDescriptor {
+                    disk_id: d.disk_id.clone(),
+                    size_bytes: d.size_bytes,
+                    label: d.label.clone(),
+                })
+                .collect(),
+        };
+        let vault = self.vault.clone();
+        with_retry("put machine", ATTEMPTS, || vault.put_machine(&desc)).await?;
+        self.described.insert(machine_id.to_string());
+        Ok(())
+    }
+
     /// Uploads one batch and moves the disk's cursor. Returns the bytes uploaded.
     pub async fn commit_batch(&mut self, batch: SealedBatch) -> Result<u64, ActorError> {
+        // A batch wholly at or below the committed cursor was committed before a compressor restart;
+        // applying it again would move the block map back in time.
+        if let Some(log) = self.cache.disk(&batch.machine_id, &batch.disk_id) {
+            if batch.end.seq <= log.committed().seq && !batch.updates.is_empty() {
+                return Ok(0);
+            }
+        }
         let mut uploaded = 0u64;
         let mut packs = Vec::new();
         let mut pack = self.vault.new_pack();
@@ -171,6 +213,20 @@ impl Uploader {
     /// points and whenever the dirty sets may be incomplete), then moves every disk's bookmark cursor.
     pub async fn commit_point(&mut self, p: &PointCommit) -> Result<String, ActorError> {
         let id = point_id(p.bookmark_id);
+        // A compressor restarted from the cursors may hand over a point again; the first one stands.
+        let logs: Vec<_> = p
+            .disks
+            .iter()
+            .filter_map(|(d, _, _)| self.cache.disk(&p.machine_id, d))
+            .collect();
+        if logs.len() == p.disks.len()
+            && logs
+                .iter()
+                .all(|l| l.committed().bookmark_id >= p.bookmark_id)
+        {
+            return Ok(id);
+        }
+        self.describe_machine(&p.machine_id).await?;
         let chain = self.chain(&p.machine_id)?.clone();
         let mut disks_exact = true;
         for (disk, size, _) in &p.disks {

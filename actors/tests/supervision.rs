@@ -197,6 +197,9 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
                 "point {point} differs"
             );
         }
+        let machines = vault.list_machines().await.unwrap();
+        assert_eq!(machines.len(), 1, "the vault describes the machine");
+        assert_eq!(machines[0].disks[0].size_bytes, blocks * 65536);
         // Everything committed: the cache released all but the segment being written.
         assert_eq!(log.committed().bookmark_id, 2000);
         dp.shutdown(Duration::from_secs(5)).await;
