@@ -12,6 +12,7 @@
 //! its socket, so agents wait and nothing is dropped.
 
 use crate::segment::{self, Record};
+use crate::state_file;
 use crate::ActorError;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +20,9 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+const MACHINE_FORMAT: &str = "ferry.cache-machine";
+const CURSOR_FORMAT: &str = "ferry.cache-cursor";
 
 /// A new segment is started once the current one passes this size, so released space comes back in steps.
 pub const SEGMENT_TARGET_BYTES: u64 = 64 * 1024 * 1024;
@@ -125,10 +129,9 @@ impl Cache {
             if !meta_path.exists() {
                 continue;
             }
-            let meta: MachineMeta = serde_json::from_slice(
-                &fs::read(&meta_path).map_err(|e| io_err("read", &meta_path, e))?,
-            )
-            .map_err(|e| ActorError::Cache(format!("{}: {e}", meta_path.display())))?;
+            let Some(meta) = state_file::read::<MachineMeta>(MACHINE_FORMAT, &meta_path)? else {
+                continue;
+            };
             cache.register_machine(meta)?;
         }
         Ok(cache)
@@ -138,9 +141,7 @@ impl Cache {
     pub fn register_machine(&self, meta: MachineMeta) -> Result<Vec<Arc<DiskLog>>, ActorError> {
         let mdir = self.root.join(&meta.machine_id);
         fs::create_dir_all(&mdir).map_err(|e| io_err("create", &mdir, e))?;
-        let tmp = mdir.join("machine.json.tmp");
-        let body = serde_json::to_vec_pretty(&meta).expect("machine meta serializes");
-        write_durably(&tmp, &mdir.join("machine.json"), &body)?;
+        state_file::write(MACHINE_FORMAT, &mdir.join("machine.json"), &meta)?;
         let mut logs = Vec::new();
         for d in &meta.disks {
             let key = (meta.machine_id.clone(), d.disk_id.clone());
@@ -245,12 +246,8 @@ impl DiskLog {
         segment_target: u64,
     ) -> Result<(DiskLog, u64), ActorError> {
         fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
-        let committed: Cursor = match fs::read(dir.join("cursor")) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ActorError::Cache(format!("{}/cursor: {e}", dir.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Cursor::default(),
-            Err(e) => return Err(io_err("read", &dir.join("cursor"), e)),
-        };
+        let committed: Cursor =
+            state_file::read(CURSOR_FORMAT, &dir.join("cursor"))?.unwrap_or_default();
         let mut names: Vec<(u64, PathBuf)> = fs::read_dir(dir)
             .map_err(|e| io_err("list", dir, e))?
             .filter_map(|e| e.ok())
@@ -493,12 +490,7 @@ impl DiskLog {
     }
 
     fn commit(&self, cursor: Cursor) -> Result<u64, ActorError> {
-        let tmp = self.dir.join("cursor.tmp");
-        write_durably(
-            &tmp,
-            &self.dir.join("cursor"),
-            &serde_json::to_vec(&cursor).expect("cursor"),
-        )?;
+        state_file::write(CURSOR_FORMAT, &self.dir.join("cursor"), &cursor)?;
         let mut st = self.state.lock().expect("log lock");
         st.committed = cursor;
         let mut freed = 0;

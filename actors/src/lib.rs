@@ -10,6 +10,7 @@ pub mod receiver;
 pub mod registry;
 pub mod segment;
 pub mod session;
+pub mod state_file;
 pub mod stats;
 pub mod tree;
 pub mod upload;
