@@ -186,13 +186,18 @@ impl Uploader {
         if pack.chunk_count() > 0 {
             packs.push(pack.finish());
         }
-        let mut entries = Vec::new();
-        for p in packs {
-            uploaded += p.size() as u64;
+        // The packs of a batch are written concurrently so their fsyncs overlap; the index is written only
+        // after every one of them is durable.
+        uploaded += packs.iter().map(|p| p.size() as u64).sum::<u64>();
+        let puts = packs.into_iter().map(|p| {
             let vault = self.vault.clone();
-            let got = with_retry("put pack", ATTEMPTS, || vault.put_pack(p.clone())).await?;
-            entries.extend(got);
-        }
+            async move { with_retry("put pack", ATTEMPTS, || vault.put_pack(p.clone())).await }
+        });
+        let entries: Vec<_> = futures::future::try_join_all(puts)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         if !entries.is_empty() {
             let vault = self.vault.clone();
             with_retry("put index", ATTEMPTS, || vault.put_index(&entries)).await?;
