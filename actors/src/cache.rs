@@ -87,7 +87,12 @@ pub struct DiskLog {
     dir: PathBuf,
     segment_target: u64,
     state: Mutex<DiskLogState>,
+    /// Buffers of recent reads, reused once the compressor has dropped every record cut from them.
+    read_buffers: Mutex<Vec<bytes::Bytes>>,
 }
+
+/// Read buffers kept per disk: one is enough once a batch is sealed; a read across a segment end needs two.
+const READ_BUFFERS: usize = 2;
 
 /// Position of a reader in a disk log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -295,6 +300,7 @@ impl DiskLog {
             disk_id: disk_id.to_string(),
             dir: dir.to_path_buf(),
             segment_target,
+            read_buffers: Mutex::new(Vec::new()),
             state: Mutex::new(DiskLogState {
                 segments,
                 writer: None,
@@ -455,17 +461,33 @@ impl DiskLog {
             if start >= durable_len {
                 continue;
             }
-            let mut f = File::open(&path).map_err(|e| io_err("open", &path, e))?;
-            f.seek(SeekFrom::Start(start))
-                .map_err(|e| io_err("seek", &path, e))?;
-            let mut r = BufReader::with_capacity(1 << 20, f.take(durable_len - start));
-            loop {
-                let rec = match segment::read_record(&mut r) {
-                    Ok(Some(rec)) => rec,
-                    Ok(None) => break,
-                    Err(e) => return Err(ActorError::Cache(format!("{}: {e}", path.display()))),
-                };
-                cur.offset += rec.encoded_len();
+            // Read the part of the segment this call can use in one go, then cut records out of it without
+            // copying; a record cut by the end of the read is read again by the next call.
+            let left = durable_len - start;
+            let mut want = (max_bytes - bytes).saturating_add(segment::HEADER_LEN as u64);
+            let (buf, whole) = loop {
+                let len = left.min(want);
+                let buf = self.read_range(&path, start, len as usize)?;
+                let first = segment::decode_record(&buf, 0)
+                    .map_err(|e| ActorError::Cache(format!("{}: {e}", path.display())))?;
+                if first.is_some() || len == left {
+                    break (buf, len == left);
+                }
+                if want > left {
+                    return Err(ActorError::Cache(format!(
+                        "{}: record at {start} is cut short",
+                        path.display()
+                    )));
+                }
+                // Only a record longer than the budget: read enough for the largest one.
+                want = len + segment::HEADER_LEN as u64 + segment::MAX_BODY as u64;
+            };
+            let mut at = 0;
+            while let Some((rec, n)) = segment::decode_record(&buf, at)
+                .map_err(|e| ActorError::Cache(format!("{}: {e}", path.display())))?
+            {
+                at += n;
+                cur.offset += n as u64;
                 let is_bookmark = matches!(rec, Record::Bookmark { .. });
                 if let Record::Extent { data, .. } = &rec {
                     bytes += data.len() as u64;
@@ -475,8 +497,51 @@ impl DiskLog {
                     return Ok((out, cur));
                 }
             }
+            if !whole {
+                return Ok((out, cur));
+            }
+            if at < buf.len() {
+                return Err(ActorError::Cache(format!(
+                    "{}: torn record inside the durable part",
+                    path.display()
+                )));
+            }
         }
         Ok((out, cur))
+    }
+
+    /// Reads `len` bytes at `offset` of a segment into a buffer from `read_buffers` when one is no longer
+    /// referenced (every record cut from it was dropped), so steady reading does not fault in fresh memory.
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> Result<bytes::Bytes, ActorError> {
+        let reused = {
+            let mut pool = self.read_buffers.lock().expect("read buffers");
+            let mut found = None;
+            for _ in 0..pool.len() {
+                let b = pool.remove(0);
+                match b.try_into_mut() {
+                    Ok(m) if found.is_none() => found = Some(Vec::from(m)),
+                    Ok(m) => pool.push(m.freeze()),
+                    Err(b) => pool.push(b),
+                }
+            }
+            found
+        };
+        let mut buf = reused.unwrap_or_default();
+        buf.clear();
+        buf.reserve_exact(len);
+        let mut f = File::open(path).map_err(|e| io_err("open", path, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_err("seek", path, e))?;
+        f.take(len as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err("read", path, e))?;
+        let buf = bytes::Bytes::from(buf);
+        let mut pool = self.read_buffers.lock().expect("read buffers");
+        if pool.len() >= READ_BUFFERS {
+            pool.remove(0);
+        }
+        pool.push(buf.clone());
+        Ok(buf)
     }
 
     /// The read position just after the committed cursor: the start of the first segment still held.

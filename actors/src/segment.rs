@@ -113,6 +113,58 @@ pub enum RecordError {
     Truncated,
 }
 
+struct Header {
+    kind: u8,
+    len: u32,
+    a: u64,
+    b: u64,
+    crc: u32,
+}
+
+fn parse_header(h: &[u8; HEADER_LEN]) -> Result<Header, RecordError> {
+    if h[0..2] != MAGIC || h[2] != VERSION {
+        return Err(RecordError::BadMagic);
+    }
+    let len = u32::from_be_bytes(h[4..8].try_into().expect("4 bytes"));
+    if len > MAX_BODY {
+        return Err(RecordError::TooLarge(len));
+    }
+    Ok(Header {
+        kind: h[3],
+        len,
+        a: u64::from_be_bytes(h[8..16].try_into().expect("8 bytes")),
+        b: u64::from_be_bytes(h[16..24].try_into().expect("8 bytes")),
+        crc: u32::from_be_bytes(h[24..28].try_into().expect("4 bytes")),
+    })
+}
+
+/// Checks the CRC and builds the record; `body` is the header's `len` bytes.
+fn finish_record(
+    h: &[u8; HEADER_LEN],
+    head: Header,
+    body: bytes::Bytes,
+) -> Result<Record, RecordError> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[..24]);
+    crc.update(&body);
+    if crc.finalize() != head.crc {
+        return Err(RecordError::Checksum);
+    }
+    match head.kind {
+        KIND_EXTENT => Ok(Record::Extent {
+            seq: head.a,
+            offset: head.b,
+            data: body,
+        }),
+        KIND_BOOKMARK if head.len == 1 => Ok(Record::Bookmark {
+            last_seq: head.a,
+            bookmark_id: head.b,
+            app_consistent: body[0] == 1,
+        }),
+        other => Err(RecordError::UnknownKind(other)),
+    }
+}
+
 /// Reads one record. `Ok(None)` means a clean end of the segment; a partial or corrupt record is an error that
 /// the caller treats as the end of the valid log.
 pub fn read_record<R: Read>(r: &mut R) -> Result<Option<Record>, RecordError> {
@@ -123,41 +175,33 @@ pub fn read_record<R: Read>(r: &mut R) -> Result<Option<Record>, RecordError> {
         Ok(_) => {}
         Err(_) => return Err(RecordError::Truncated),
     }
-    if h[0..2] != MAGIC || h[2] != VERSION {
-        return Err(RecordError::BadMagic);
-    }
-    let kind = h[3];
-    let len = u32::from_be_bytes(h[4..8].try_into().expect("4 bytes"));
-    if len > MAX_BODY {
-        return Err(RecordError::TooLarge(len));
-    }
-    let a = u64::from_be_bytes(h[8..16].try_into().expect("8 bytes"));
-    let b = u64::from_be_bytes(h[16..24].try_into().expect("8 bytes"));
-    let want_crc = u32::from_be_bytes(h[24..28].try_into().expect("4 bytes"));
-    let mut body = vec![0u8; len as usize];
+    let head = parse_header(&h)?;
+    let mut body = vec![0u8; head.len as usize];
     match read_full(r, &mut body) {
         Ok(n) if n == body.len() => {}
         _ => return Err(RecordError::Truncated),
     }
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&h[..24]);
-    crc.update(&body);
-    if crc.finalize() != want_crc {
-        return Err(RecordError::Checksum);
+    finish_record(&h, head, body.into()).map(Some)
+}
+
+/// Decodes the record starting at `at` in `buf` without copying its body (extent data is a slice of `buf`).
+/// Returns the record and its encoded length, or `Ok(None)` when `buf` ends before the record does (the
+/// caller read only part of a segment and reads the rest later).
+pub fn decode_record(
+    buf: &bytes::Bytes,
+    at: usize,
+) -> Result<Option<(Record, usize)>, RecordError> {
+    let Some(h) = buf.get(at..at + HEADER_LEN) else {
+        return Ok(None);
+    };
+    let h: [u8; HEADER_LEN] = h.try_into().expect("header length");
+    let head = parse_header(&h)?;
+    let end = at + HEADER_LEN + head.len as usize;
+    if end > buf.len() {
+        return Ok(None);
     }
-    match kind {
-        KIND_EXTENT => Ok(Some(Record::Extent {
-            seq: a,
-            offset: b,
-            data: body.into(),
-        })),
-        KIND_BOOKMARK if len == 1 => Ok(Some(Record::Bookmark {
-            last_seq: a,
-            bookmark_id: b,
-            app_consistent: body[0] == 1,
-        })),
-        other => Err(RecordError::UnknownKind(other)),
-    }
+    let body = buf.slice(at + HEADER_LEN..end);
+    finish_record(&h, head, body).map(|r| Some((r, end - at)))
 }
 
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
@@ -206,6 +250,66 @@ mod tests {
             "CRC of the pinned sample changed: the layout changed"
         );
         assert_eq!(read_record(&mut &got[..]).unwrap(), Some(r));
+    }
+
+    #[test]
+    fn decode_record_slices_without_copy_and_detects_damage() {
+        let a = Record::Extent {
+            seq: 3,
+            offset: 0,
+            data: bytes::Bytes::from(vec![5u8; 300]),
+        };
+        let b = Record::Bookmark {
+            last_seq: 3,
+            bookmark_id: 42,
+            app_consistent: false,
+        };
+        let mut raw = encode(&a);
+        raw.extend_from_slice(&encode(&b));
+        let buf = bytes::Bytes::from(raw.clone());
+        let (got_a, n) = decode_record(&buf, 0).unwrap().unwrap();
+        assert_eq!((got_a, n as u64), (a.clone(), a.encoded_len()));
+        let (got_b, m) = decode_record(&buf, n).unwrap().unwrap();
+        assert_eq!((got_b, m as u64), (b, 29));
+        assert_eq!(decode_record(&buf, n + m).unwrap(), None, "clean end");
+        // A record cut by the end of the buffer is "not yet", never a record or a panic.
+        for cut in [1, 27, 28, 100, n - 1] {
+            assert_eq!(
+                decode_record(&buf.slice(..cut), 0).unwrap(),
+                None,
+                "cut at {cut}"
+            );
+        }
+        let mut flipped = raw.clone();
+        flipped[40] ^= 0x10;
+        assert_eq!(
+            decode_record(&bytes::Bytes::from(flipped), 0),
+            Err(RecordError::Checksum)
+        );
+        let mut huge = raw.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            decode_record(&bytes::Bytes::from(huge), 0),
+            Err(RecordError::TooLarge(u32::MAX))
+        );
+        let mut magic = raw;
+        magic[1] = 0;
+        assert_eq!(
+            decode_record(&bytes::Bytes::from(magic), 0),
+            Err(RecordError::BadMagic)
+        );
+        let mut seed = 7u64;
+        for _ in 0..200 {
+            let junk: Vec<u8> = (0..64)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33) as u8
+                })
+                .collect();
+            let _ = decode_record(&bytes::Bytes::from(junk), 0);
+        }
     }
 
     #[test]
