@@ -294,6 +294,67 @@ pub fn points(appliance: &Appliance) -> Result<Vec<serde_json::Value>> {
     Ok(serde_json::from_str::<Vec<serde_json::Value>>(&out)?)
 }
 
+/// Waits for a backgrounded `mobility run --once` and returns the point id it printed; fails with the
+/// appliance's log when the agent failed.
+pub fn finished_point(run: Child, appliance: &Appliance, what: &str) -> String {
+    let out = run.wait_with_output().expect("wait for the agent");
+    assert!(
+        out.status.success(),
+        "{what}: agent failed\n{}",
+        appliance.log_text()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Restores `point` (of the machine and disk that `points list` names for it) as a raw image in `work`
+/// and asserts it equals `img` byte for byte.
+pub fn assert_point_restores(appliance: &Appliance, work: &Path, point: &str, img: &Path) {
+    let list = points(appliance).expect("points list");
+    let p = list
+        .iter()
+        .find(|p| p["point"] == point)
+        .unwrap_or_else(|| panic!("point {point} not listed: {list:?}"));
+    let out = work.join(format!("restored-{point}.img"));
+    restore(
+        appliance,
+        p["machine"].as_str().unwrap(),
+        p["disk"].as_str().unwrap(),
+        point,
+        &out,
+        "raw",
+    )
+    .expect("restore");
+    assert_eq!(
+        sha256_file(&out),
+        sha256_file(img),
+        "point {point} does not restore byte for byte"
+    );
+}
+
+/// Bytes in the files below `dir` whose names pass `keep`.
+pub fn dir_bytes(dir: &Path, keep: impl Fn(&str) -> bool) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if keep(&e.file_name().to_string_lossy()) {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
 /// `e2fsck -fn` on an image: true when the file system is clean.
 pub fn e2fsck_clean(img: &Path) -> bool {
     Command::new("e2fsck")

@@ -3,7 +3,7 @@
 //! revoked agent is refused.
 
 use ferry_tests::image::{collect_real_files, make_ext4};
-use ferry_tests::{bin, points, restore, sha256_file, Agent, Appliance};
+use ferry_tests::{assert_point_restores, bin, finished_point, Agent, Appliance};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -165,31 +165,8 @@ fn bad_input_is_refused_while_another_agent_replicates() {
     );
 
     // The good agent was never disturbed.
-    let out = good.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "good agent failed\n{}",
-        app.log_text()
-    );
-    let point = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_string();
-    let list = points(&app).unwrap();
-    let p = &list[0];
-    let restored = t.path().join("r.img");
-    restore(
-        &app,
-        p["machine"].as_str().unwrap(),
-        p["disk"].as_str().unwrap(),
-        &point,
-        &restored,
-        "raw",
-    )
-    .unwrap();
-    assert_eq!(sha256_file(&restored), sha256_file(&img));
+    let point = finished_point(good, &app, "good agent");
+    assert_point_restores(&app, t.path(), &point, &img);
 
     // Each refusal left a logged reason.
     let log = app.log_text();

@@ -2,32 +2,17 @@
 //! restart and the restored image is exact (an acknowledged extent survives; nothing is resent in full).
 
 use ferry_tests::image::{collect_real_files, make_ext4};
-use ferry_tests::{points, restore, sha256_file, Agent, Appliance};
+use ferry_tests::{assert_point_restores, dir_bytes, finished_point, Agent, Appliance};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn dir_bytes(p: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
 
 /// Waits until the appliance has taken in `bytes` (cache plus vault), i.e. the sync is well under way.
 fn wait_for_progress(app: &Appliance, bytes: u64) {
     let start = Instant::now();
-    while dir_bytes(&app.data_dir.join("cache")) + dir_bytes(&app.data_dir.join("vault")) < bytes {
+    while dir_bytes(&app.data_dir.join("cache"), |_| true)
+        + dir_bytes(&app.data_dir.join("vault"), |_| true)
+        < bytes
+    {
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "no replication progress\n{}",
@@ -43,29 +28,6 @@ fn image(t: &Path) -> std::path::PathBuf {
     let img = t.join("disk.img");
     make_ext4(&img, 256, &files).unwrap();
     img
-}
-
-fn check_restore(app: &Appliance, t: &Path, img: &Path, point: &str) {
-    let list = points(app).unwrap();
-    let p = list
-        .iter()
-        .find(|p| p["point"] == point)
-        .unwrap_or_else(|| panic!("point {point} not listed: {list:?}"));
-    let out = t.join("restored.img");
-    restore(
-        app,
-        p["machine"].as_str().unwrap(),
-        p["disk"].as_str().unwrap(),
-        point,
-        &out,
-        "raw",
-    )
-    .unwrap();
-    assert_eq!(
-        sha256_file(&out),
-        sha256_file(img),
-        "restored image differs"
-    );
 }
 
 #[test]
@@ -88,19 +50,8 @@ fn appliance_killed_during_initial_sync_completes_exactly() {
     app.kill9();
     std::thread::sleep(Duration::from_millis(500));
     app.restart().unwrap();
-    let out = run.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "agent did not finish after the appliance restart\n{}",
-        app.log_text()
-    );
-    let point = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_string();
-    check_restore(&app, t.path(), &img, &point);
+    let point = finished_point(run, &app, "after the appliance restart");
+    assert_point_restores(&app, t.path(), &point, &img);
 }
 
 #[test]
@@ -118,5 +69,5 @@ fn agent_killed_during_initial_sync_resumes_exactly() {
     run.kill().unwrap();
     run.wait().unwrap();
     let point = agent.once(&[&img]).unwrap();
-    check_restore(&app, t.path(), &img, &point);
+    assert_point_restores(&app, t.path(), &point, &img);
 }

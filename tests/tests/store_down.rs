@@ -2,26 +2,11 @@
 //! nothing is dropped), and replication completes exactly once the store is back.
 
 use ferry_tests::image::{collect_real_files, make_ext4};
-use ferry_tests::{points, restore, sha256_file, Agent, Appliance};
+use ferry_tests::{assert_point_restores, dir_bytes, finished_point, Agent, Appliance};
 use std::time::{Duration, Instant};
 
 fn cache_bytes(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if e.file_name().to_string_lossy().starts_with("seg-") {
-                total += m.len();
-            }
-        }
-    }
-    total
+    dir_bytes(dir, |name| name.starts_with("seg-"))
 }
 
 #[test]
@@ -75,31 +60,8 @@ fn store_down_fills_cache_then_recovers() {
     // The store is back: everything drains and the point is exact.
     std::fs::remove_file(&vault).unwrap();
     std::fs::rename(&aside, &vault).unwrap();
-    let out = run.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "agent failed after the store came back\n{}",
-        app.log_text()
-    );
-    let point = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_string();
-    let list = points(&app).unwrap();
-    let p = &list[0];
-    let restored = t.path().join("r.img");
-    restore(
-        &app,
-        p["machine"].as_str().unwrap(),
-        p["disk"].as_str().unwrap(),
-        &point,
-        &restored,
-        "raw",
-    )
-    .unwrap();
-    assert_eq!(sha256_file(&restored), sha256_file(&img));
+    let point = finished_point(run, &app, "after the store came back");
+    assert_point_restores(&app, t.path(), &point, &img);
     assert!(
         app.log_text().contains("restarting"),
         "the failing uploads were not reported"
