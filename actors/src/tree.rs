@@ -59,12 +59,17 @@ impl Health {
             restarts: 0,
             last_error: None,
         });
-        if state == ActorState::Restarting {
-            e.restarts += 1;
-        }
         e.state = state;
         if err.is_some() {
             e.last_error = err;
+        }
+    }
+
+    fn count_restart(&self, name: &'static str) {
+        let mut m = self.0.lock().expect("health lock");
+        if let Some(e) = m.get_mut(name) {
+            e.restarts += 1;
+            e.state = ActorState::Restarting;
         }
     }
 
@@ -97,6 +102,14 @@ pub struct Shared {
     pub config: DataPathConfig,
     wake: Arc<Notify>,
     busy: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// Counts a supervisor restart of `name` in the metrics and in its health.
+    fn note_restart(&self, name: &'static str) {
+        self.stats.actor_restarts.fetch_add(1, Ordering::Relaxed);
+        self.health.count_restart(name);
+    }
 }
 
 fn backoff(restarts: u32) -> Duration {
@@ -136,13 +149,7 @@ impl Actor for UploaderActor {
 impl Supervised for UploaderActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts += 1;
-        self.shared
-            .stats
-            .actor_restarts
-            .fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .health
-            .set("uploader", ActorState::Restarting, None);
+        self.shared.note_restart("uploader");
         self.uploader = None;
     }
 }
@@ -265,10 +272,7 @@ impl Actor for CompressorActor {
 impl Supervised for CompressorActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts += 1;
-        self.shared
-            .stats
-            .actor_restarts
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.note_restart("compressor");
     }
 }
 
@@ -381,10 +385,7 @@ impl Actor for ReceiverActor {
 impl Supervised for ReceiverActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts += 1;
-        self.shared
-            .stats
-            .actor_restarts
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.note_restart("receiver");
     }
 }
 
