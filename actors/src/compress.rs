@@ -8,7 +8,8 @@ use crate::cache::{Cache, Cursor, DiskLog, ReadPos};
 use crate::segment::Record;
 use crate::ActorError;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use vault::{BlockRef, ChunkId, Vault, BLOCK_SIZE};
 
 /// What the compressor hands the uploader for one disk: new sealed chunks and the map updates that use them.
@@ -17,8 +18,8 @@ pub struct SealedBatch {
     pub machine_id: String,
     pub disk_id: String,
     pub size_bytes: u64,
-    /// Chunks not yet in the vault, each once.
-    pub chunks: Vec<(ChunkId, Vec<u8>)>,
+    /// Chunks not yet in the vault, each once, sealed (slices of a few large buffers).
+    pub chunks: Vec<(ChunkId, bytes::Bytes)>,
     /// Block updates in log order (a later entry for the same block wins).
     pub updates: Vec<(u64, BlockRef)>,
     /// The cursor the disk reaches once this batch is committed (bookmark_id unchanged until the point is).
@@ -70,6 +71,8 @@ pub struct Compressor {
     batch_bytes: u64,
     readers: HashMap<(String, String), DiskReader>,
     known: HashSet<ChunkId>,
+    /// Buffers earlier batches were sealed into, reused once their chunks are uploaded.
+    seal_buffers: Vec<bytes::Bytes>,
 }
 
 impl std::fmt::Debug for Compressor {
@@ -96,6 +99,7 @@ impl Compressor {
             batch_bytes,
             readers: HashMap::new(),
             known,
+            seal_buffers: Vec::new(),
         }
     }
 
@@ -200,67 +204,105 @@ impl Compressor {
     }
 
     /// Zero-skips, names, dedups and seals blocks on `threads` threads; keeps log order in `updates`.
+    ///
+    /// One pass, handed out a few blocks at a time: a thread that the receiver or uploader holds up does
+    /// not leave the others waiting at a barrier between naming and sealing. A chunk new to the vault is
+    /// sealed by whichever thread names it first, into that thread's buffer; the chunks are slices of
+    /// those buffers, so neither sealing nor pack assembly allocates or copies per chunk.
     #[allow(clippy::type_complexity)]
     fn seal_blocks(
         &mut self,
         blocks: Vec<(u64, bytes::Bytes)>,
-    ) -> (Vec<(u64, BlockRef)>, Vec<(ChunkId, Vec<u8>)>) {
+    ) -> (Vec<(u64, BlockRef)>, Vec<(ChunkId, bytes::Bytes)>) {
+        const STEP: usize = 8;
+        let threads = self.threads.min(blocks.len().div_ceil(STEP)).max(1);
+        let per_thread = (blocks.len().div_ceil(threads) + STEP) * (BLOCK_SIZE + 64);
+        let buffers: Vec<Vec<u8>> = (0..threads).map(|_| self.seal_buffer(per_thread)).collect();
         let vault = &self.vault;
-        let per = blocks.len().div_ceil(self.threads).max(1);
-        // Phase 1, parallel: zero test and chunk id.
-        let named: Vec<(u64, Option<ChunkId>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = blocks
-                .chunks(per)
-                .map(|part| {
+        let known = Mutex::new(&mut self.known);
+        let next = AtomicUsize::new(0);
+        let (blocks_ref, known_ref, next_ref) = (&blocks, &known, &next);
+        type Sealed = (usize, Option<ChunkId>, Option<(usize, usize)>);
+        let done: Vec<(Vec<Sealed>, Vec<u8>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = buffers
+                .into_iter()
+                .map(|mut buf| {
                     s.spawn(move || {
-                        part.iter()
-                            .map(|(b, data)| {
+                        let mut out = Vec::new();
+                        loop {
+                            let first = next_ref.fetch_add(STEP, Ordering::Relaxed);
+                            if first >= blocks_ref.len() {
+                                return (out, buf);
+                            }
+                            for (i, (_, data)) in
+                                blocks_ref.iter().enumerate().skip(first).take(STEP)
+                            {
                                 if data.iter().all(|&x| x == 0) {
-                                    (*b, None)
-                                } else {
-                                    (*b, Some(vault.chunk_id(data)))
+                                    out.push((i, None, None));
+                                    continue;
                                 }
-                            })
-                            .collect::<Vec<_>>()
+                                let id = vault.chunk_id(data);
+                                let sealed = if known_ref.lock().expect("known chunks").insert(id) {
+                                    let at = buf.len();
+                                    Some((at, vault.seal_chunk_into(&id, data, &mut buf)))
+                                } else {
+                                    None
+                                };
+                                out.push((i, Some(id), sealed));
+                            }
+                        }
                     })
                 })
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|h| h.join().expect("naming thread"))
+                .map(|h| h.join().expect("sealing thread"))
                 .collect()
         });
-        // Phase 2: pick the blocks whose chunk is new (first occurrence only), then seal them in parallel.
-        let mut to_seal: Vec<(ChunkId, &bytes::Bytes)> = Vec::new();
-        for ((_, id), (_, data)) in named.iter().zip(&blocks) {
-            if let Some(id) = id {
-                if self.known.insert(*id) {
-                    to_seal.push((*id, data));
+        let mut ids: Vec<Option<ChunkId>> = vec![None; blocks.len()];
+        let mut chunks = Vec::new();
+        for (sealed, buf) in done {
+            let buf = bytes::Bytes::from(buf);
+            for (i, id, at) in sealed {
+                ids[i] = id;
+                if let (Some(id), Some((at, len))) = (id, at) {
+                    chunks.push((i, id, buf.slice(at..at + len)));
                 }
             }
+            self.seal_buffers.push(buf);
         }
-        let per = to_seal.len().div_ceil(self.threads).max(1);
-        let chunks: Vec<(ChunkId, Vec<u8>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = to_seal
-                .chunks(per)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|(id, data)| (*id, vault.seal_chunk(id, data)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("sealing thread"))
-                .collect()
-        });
-        let updates = named
-            .into_iter()
-            .map(|(b, id)| (b, id.map_or(BlockRef::Zero, BlockRef::Chunk)))
+        // Log order for the chunks too, so packs come out the same whatever the thread timing.
+        chunks.sort_unstable_by_key(|c| c.0);
+        let updates = blocks
+            .iter()
+            .zip(ids)
+            .map(|((b, _), id)| (*b, id.map_or(BlockRef::Zero, BlockRef::Chunk)))
             .collect();
-        (updates, chunks)
+        (
+            updates,
+            chunks.into_iter().map(|(_, id, s)| (id, s)).collect(),
+        )
+    }
+
+    /// An empty buffer for sealing into: one of the earlier ones once every chunk cut from it is uploaded
+    /// and dropped (memory that is already mapped), else a new one.
+    fn seal_buffer(&mut self, capacity: usize) -> Vec<u8> {
+        let mut found = None;
+        let mut kept = Vec::new();
+        for b in self.seal_buffers.drain(..) {
+            match b.try_into_mut() {
+                Ok(m) if found.is_none() => found = Some(Vec::from(m)),
+                Ok(m) => kept.push(m.freeze()),
+                Err(b) => kept.push(b),
+            }
+        }
+        // Bounded: what one batch in flight and one being sealed use, with a spare per thread.
+        kept.truncate(3 * self.threads);
+        self.seal_buffers = kept;
+        let mut buf = found.unwrap_or_default();
+        buf.clear();
+        buf.reserve(capacity);
+        buf
     }
 
     /// Points whose bookmark every disk of the machine has reached.

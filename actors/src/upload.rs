@@ -178,7 +178,7 @@ impl Uploader {
         let mut packs = Vec::new();
         let mut pack = self.vault.new_pack();
         for (id, sealed) in &batch.chunks {
-            pack.add(*id, sealed);
+            pack.add_sealed(*id, sealed.clone());
             if pack.len() >= self.pack_target {
                 packs.push(std::mem::replace(&mut pack, self.vault.new_pack()).finish());
             }

@@ -54,6 +54,10 @@ impl VaultKeys {
         seal_chunk_with_nonce(&self.cipher, id, plain, random_nonce())
     }
 
+    pub(crate) fn seal_chunk_into(&self, id: &ChunkId, plain: &[u8], out: &mut Vec<u8>) -> usize {
+        seal_chunk_into(&self.cipher, id, plain, random_nonce(), out)
+    }
+
     pub(crate) fn open_chunk(
         &self,
         object: &str,
@@ -78,54 +82,73 @@ fn chunk_aad(header: &[u8], id: &ChunkId) -> [u8; CHUNK_HEADER_LEN + 32] {
     aad
 }
 
-/// Seals one block. The output buffer is allocated once: lz4 compresses straight into it and
-/// the cipher runs in place, so the only extra pass over the data is the raw fallback copy.
-///
-/// Panics if `plain` is longer than [`BLOCK_SIZE`] (a caller bug, not input data).
+/// Seals one block into a new buffer (see [`seal_chunk_into`]).
 pub(crate) fn seal_chunk_with_nonce(
     cipher: &XChaCha20Poly1305,
     id: &ChunkId,
     plain: &[u8],
     nonce: [u8; NONCE_LEN],
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    seal_chunk_into(cipher, id, plain, nonce, &mut out);
+    out
+}
+
+/// Seals one block and appends it to `out`; returns the sealed length. lz4 compresses straight into
+/// `out` and the cipher runs in place, so the only extra pass over the data is the raw fallback copy;
+/// sealing many chunks into one buffer costs no allocation per chunk.
+///
+/// Panics if `plain` is longer than [`BLOCK_SIZE`] (a caller bug, not input data).
+pub(crate) fn seal_chunk_into(
+    cipher: &XChaCha20Poly1305,
+    id: &ChunkId,
+    plain: &[u8],
+    nonce: [u8; NONCE_LEN],
+    out: &mut Vec<u8>,
+) -> usize {
     assert!(
         plain.len() <= BLOCK_SIZE,
         "chunk plaintext of {} bytes exceeds BLOCK_SIZE",
         plain.len()
     );
+    let base = out.len();
     let max_lz4 = lz4_flex::block::get_maximum_output_size(plain.len());
-    let mut out = vec![0u8; CHUNK_HEADER_LEN + max_lz4.max(plain.len()) + TAG_LEN];
+    out.resize(
+        base + CHUNK_HEADER_LEN + max_lz4.max(plain.len()) + TAG_LEN,
+        0,
+    );
+    let out_chunk = &mut out[base..];
     let compressed = lz4_flex::block::compress_into(
         plain,
-        &mut out[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + max_lz4],
+        &mut out_chunk[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + max_lz4],
     );
     let (encoding, body_len) = match compressed {
         Ok(n) if n < plain.len() => (ENCODING_LZ4, n),
         _ => {
-            out[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + plain.len()].copy_from_slice(plain);
+            out_chunk[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + plain.len()].copy_from_slice(plain);
             (ENCODING_RAW, plain.len())
         }
     };
-    out[0..4].copy_from_slice(&CHUNK_MAGIC);
-    out[4] = FORMAT_VERSION;
-    out[5] = encoding;
-    out[6..8].copy_from_slice(&[0, 0]);
+    out_chunk[0..4].copy_from_slice(&CHUNK_MAGIC);
+    out_chunk[4] = FORMAT_VERSION;
+    out_chunk[5] = encoding;
+    out_chunk[6..8].copy_from_slice(&[0, 0]);
     // Both lengths are <= BLOCK_SIZE + lz4 worst case, far below u32::MAX.
-    out[8..12].copy_from_slice(&(plain.len() as u32).to_be_bytes());
-    out[12..16].copy_from_slice(&(body_len as u32).to_be_bytes());
-    out[16..CHUNK_HEADER_LEN].copy_from_slice(&nonce);
-    let aad = chunk_aad(&out[..CHUNK_HEADER_LEN], id);
+    out_chunk[8..12].copy_from_slice(&(plain.len() as u32).to_be_bytes());
+    out_chunk[12..16].copy_from_slice(&(body_len as u32).to_be_bytes());
+    out_chunk[16..CHUNK_HEADER_LEN].copy_from_slice(&nonce);
+    let aad = chunk_aad(&out_chunk[..CHUNK_HEADER_LEN], id);
     let body_end = CHUNK_HEADER_LEN + body_len;
     let tag = cipher
         .encrypt_inout_detached(
             &XNonce::from(nonce),
             &aad,
-            (&mut out[CHUNK_HEADER_LEN..body_end]).into(),
+            (&mut out_chunk[CHUNK_HEADER_LEN..body_end]).into(),
         )
         .expect("XChaCha20-Poly1305 accepts messages up to 256 GiB");
-    out[body_end..body_end + TAG_LEN].copy_from_slice(&tag);
-    out.truncate(body_end + TAG_LEN);
-    out
+    out_chunk[body_end..body_end + TAG_LEN].copy_from_slice(&tag);
+    out.truncate(base + body_end + TAG_LEN);
+    body_end + TAG_LEN
 }
 
 /// The parsed clear header of a sealed chunk.
@@ -249,6 +272,28 @@ mod tests {
             *blake3::keyed_hash(&[0x22; 32], b"abc").as_bytes()
         );
         assert_ne!(keys.chunk_id(b"abc"), *blake3::hash(b"abc").as_bytes());
+    }
+
+    #[test]
+    fn sealing_into_a_shared_buffer_appends_the_same_bytes() {
+        let keys = test_keys();
+        let a = vec![7u8; 5000];
+        let b: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i * 7919 % 251) as u8).collect();
+        let (ida, idb) = (keys.chunk_id(&a), keys.chunk_id(&b));
+        let mut out = b"prefix".to_vec();
+        let na = seal_chunk_into(&keys.cipher, &ida, &a, [1; NONCE_LEN], &mut out);
+        let nb = seal_chunk_into(&keys.cipher, &idb, &b, [2; NONCE_LEN], &mut out);
+        assert_eq!(out.len(), 6 + na + nb, "no slack left behind");
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(
+            out[6..6 + na],
+            seal_chunk_with_nonce(&keys.cipher, &ida, &a, [1; NONCE_LEN])
+        );
+        assert_eq!(
+            out[6 + na..],
+            seal_chunk_with_nonce(&keys.cipher, &idb, &b, [2; NONCE_LEN])
+        );
+        assert_eq!(keys.open_chunk("packs/x", &idb, &out[6 + na..]).unwrap(), b);
     }
 
     #[test]

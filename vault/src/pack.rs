@@ -49,7 +49,9 @@ const FOOTER_ENTRY_LEN: usize = 44;
 pub struct PackWriter {
     keys: Arc<VaultKeys>,
     id: PackId,
-    buf: Vec<u8>,
+    /// The pack's bytes so far, as shared slices: a chunk sealed into a larger buffer is not copied again.
+    parts: Vec<Bytes>,
+    len: usize,
     entries: Vec<(ChunkId, u64, u32)>,
 }
 
@@ -58,22 +60,30 @@ impl PackWriter {
         PackWriter {
             keys,
             id: PackId::random(),
-            buf: Vec::new(),
+            parts: Vec::new(),
+            len: 0,
             entries: Vec::new(),
         }
     }
 
-    /// Appends one chunk as returned by `Vault::seal_chunk`.
+    /// Appends one chunk as returned by `Vault::seal_chunk` (copied).
     pub fn add(&mut self, id: ChunkId, sealed: &[u8]) {
-        let offset = self.buf.len() as u64;
-        self.buf.extend_from_slice(sealed);
+        self.add_sealed(id, Bytes::copy_from_slice(sealed));
+    }
+
+    /// Appends one sealed chunk without copying it, e.g. a slice of a buffer `Vault::seal_chunk_into`
+    /// filled.
+    pub fn add_sealed(&mut self, id: ChunkId, sealed: Bytes) {
         // A sealed chunk is at most BLOCK_SIZE + lz4 worst case + 56 bytes.
-        self.entries.push((id, offset, sealed.len() as u32));
+        self.entries
+            .push((id, self.len as u64, sealed.len() as u32));
+        self.len += sealed.len();
+        self.parts.push(sealed);
     }
 
     /// Bytes of chunk data so far (the footer adds about 44 bytes per chunk).
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,13 +104,15 @@ impl PackWriter {
         let name = self.id.object_name();
         let footer_plain = encode_footer_plain(&self.entries);
         let footer = seal_envelope(&self.keys.cipher, FOOTER_MAGIC, &name, &footer_plain, nonce);
-        let footer_offset = self.buf.len() as u64;
-        self.buf.extend_from_slice(&footer);
-        self.buf.extend_from_slice(&encode_trailer(
+        let footer_offset = self.len as u64;
+        let mut tail = footer.clone();
+        tail.extend_from_slice(&encode_trailer(
             footer_offset,
             footer.len() as u32,
             self.entries.len() as u32,
         ));
+        self.len += tail.len();
+        self.parts.push(Bytes::from(tail));
         let pack_hex = self.id.to_hex();
         let entries = self
             .entries
@@ -114,7 +126,8 @@ impl PackWriter {
             .collect();
         FinishedPack {
             id: self.id,
-            bytes: Bytes::from(self.buf),
+            parts: self.parts,
+            size: self.len,
             entries,
         }
     }
@@ -125,7 +138,9 @@ impl PackWriter {
 #[derive(Clone)]
 pub struct FinishedPack {
     pub(crate) id: PackId,
-    pub(crate) bytes: Bytes,
+    /// The pack's bytes in order (chunks, then footer and trailer), written as one object.
+    pub(crate) parts: Vec<Bytes>,
+    pub(crate) size: usize,
     pub(crate) entries: Vec<IndexEntry>,
 }
 
@@ -139,7 +154,15 @@ impl FinishedPack {
     }
     /// Object size in bytes.
     pub fn size(&self) -> usize {
-        self.bytes.len()
+        self.size
+    }
+    /// The whole pack in one buffer (a copy; the upload itself writes the parts).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut all = Vec::with_capacity(self.size);
+        for p in &self.parts {
+            all.extend_from_slice(p);
+        }
+        Bytes::from(all)
     }
     /// The index entries `put_pack` will return.
     pub fn entries(&self) -> &[IndexEntry] {
@@ -318,7 +341,8 @@ mod tests {
         assert_eq!(w.len(), a.len() + b.len());
         assert_eq!(w.chunk_count(), 2);
         let pack = w.finish_with_nonce([0x77; NONCE_LEN]);
-        let bytes = &pack.bytes;
+        let bytes = &pack.to_bytes();
+        assert_eq!(bytes.len(), pack.size());
         assert_eq!(&bytes[..a.len()], &a[..]);
         assert_eq!(&bytes[a.len()..a.len() + b.len()], &b[..]);
         let t = decode_trailer(&bytes[bytes.len() - TRAILER_LEN..], bytes.len() as u64).unwrap();

@@ -131,6 +131,12 @@ impl Vault {
         self.keys.seal_chunk(id, plain)
     }
 
+    /// Like [`Vault::seal_chunk`], appending the sealed chunk to `out`; returns its length. Sealing many
+    /// chunks into one buffer and handing slices of it to [`PackWriter::add_sealed`] copies nothing.
+    pub fn seal_chunk_into(&self, id: &ChunkId, plain: &[u8], out: &mut Vec<u8>) -> usize {
+        self.keys.seal_chunk_into(id, plain, out)
+    }
+
     /// Authenticates, decompresses and re-checks the id of a sealed chunk read from `object`.
     pub fn open_chunk(
         &self,
@@ -148,11 +154,12 @@ impl Vault {
     /// Uploads a pack (create-only). Repeating the same pack after an unclear failure is safe.
     pub async fn put_pack(&self, pack: FinishedPack) -> Result<Vec<IndexEntry>, VaultError> {
         let name = pack.object_name();
-        match self.put_create(&name, pack.bytes.clone()).await? {
+        let payload: PutPayload = pack.parts.iter().cloned().collect();
+        match self.put_payload_create(&name, payload).await? {
             Put::Created => {}
             Put::AlreadyExists => {
                 let existing = self.get_bytes(&name).await?;
-                if existing != pack.bytes {
+                if existing != pack.to_bytes() {
                     return Err(VaultError::integrity(
                         name,
                         "a different pack with this id exists",
@@ -442,13 +449,13 @@ impl Vault {
     }
 
     async fn put_create(&self, name: &str, bytes: Bytes) -> Result<Put, VaultError> {
+        self.put_payload_create(name, PutPayload::from(bytes)).await
+    }
+
+    async fn put_payload_create(&self, name: &str, payload: PutPayload) -> Result<Put, VaultError> {
         match self
             .store
-            .put_opts(
-                &Path::from(name),
-                PutPayload::from(bytes),
-                PutMode::Create.into(),
-            )
+            .put_opts(&Path::from(name), payload, PutMode::Create.into())
             .await
         {
             Ok(_) => Ok(Put::Created),
