@@ -67,9 +67,10 @@ pub async fn handle_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(stream);
+    let (rd, wr) = tokio::io::split(stream);
+    let mut rd = wire::FrameReader::new(rd);
     let mut wr = BufWriter::new(wr);
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_frame(&mut rd))
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, rd.read_frame())
         .await
         .map_err(|_| SessionEnd::Timeout)??
         .ok_or(SessionEnd::Closed)?;
@@ -209,7 +210,7 @@ where
     let mut last_seq: Vec<u64> = logs.iter().map(|l| l.durable_seq()).collect();
     let result = loop {
         let frame = tokio::select! {
-            f = tokio::time::timeout(IDLE_TIMEOUT, wire::read_frame(&mut rd)) => match f {
+            f = tokio::time::timeout(IDLE_TIMEOUT, rd.read_frame()) => match f {
                 Err(_) => break Err(SessionEnd::Timeout),
                 // An agent that exits without a TLS close_notify has still ended its session normally.
                 Ok(Err(wire::WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Err(SessionEnd::Closed),

@@ -45,7 +45,7 @@ mod io;
 
 pub use codec::{decode, decode_bytes, encode};
 pub use frames::*;
-pub use io::{read_frame, write_frame};
+pub use io::{read_frame, write_frame, FrameReader};
 
 /// First two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"FW";
