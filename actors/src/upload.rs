@@ -3,14 +3,17 @@
 //! its manifest after all of that. Cache segments are released only after the cursor moved.
 
 use crate::blockmap::BlockMapFile;
-use crate::cache::{write_durably, Cache, Cursor};
+use crate::cache::{Cache, Cursor};
 use crate::compress::{PointCommit, SealedBatch};
+use crate::state_file;
 use crate::ActorError;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use vault::{BlockRef, DiskMap, DiskPoint, PointKind, PointManifest, Vault};
+
+const CHAIN_FORMAT: &str = "ferry.point-chain";
 
 /// Per machine: the last point written, so the next one can be a delta on it.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -122,11 +125,7 @@ impl Uploader {
     fn chain(&mut self, machine: &str) -> Result<&mut PointChain, ActorError> {
         if !self.chains.contains_key(machine) {
             let path = self.maps_dir.join(machine).join("chain.json");
-            let chain = match std::fs::read(&path) {
-                Ok(b) => serde_json::from_slice(&b)
-                    .map_err(|e| ActorError::Cache(format!("{}: {e}", path.display())))?,
-                Err(_) => PointChain::default(),
-            };
+            let chain = state_file::read(CHAIN_FORMAT, &path)?.unwrap_or_default();
             self.chains.insert(machine.to_string(), chain);
         }
         Ok(self.chains.get_mut(machine).expect("inserted"))
@@ -276,11 +275,7 @@ impl Uploader {
         let dir = self.maps_dir.join(&p.machine_id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ActorError::Cache(format!("{}: {e}", dir.display())))?;
-        write_durably(
-            &dir.join("chain.json.tmp"),
-            &dir.join("chain.json"),
-            &serde_json::to_vec(&next).expect("chain"),
-        )?;
+        state_file::write(CHAIN_FORMAT, &dir.join("chain.json"), &next)?;
         self.chains.insert(p.machine_id.clone(), next);
         for (disk, size, seq) in &p.disks {
             let st = self.disk(&p.machine_id, disk, *size)?;
