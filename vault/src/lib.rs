@@ -36,7 +36,7 @@ mod vault;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use chunk::CHUNK_OVERHEAD;
+pub use chunk::{xchacha_seal_in_place, CHUNK_OVERHEAD};
 pub use crypto::KdfParams;
 pub use error::VaultError;
 pub use index::{ChunkIndex, IndexEntry, Location, PackId};
