@@ -276,6 +276,10 @@ impl Supervised for CompressorActor {
     }
 }
 
+/// Sealed batches handed to the uploader and not yet committed: while one batch's packs are written and
+/// fsync'd, the next is queued, so the uploader never waits for the compressor at the end of a batch.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
 /// Reads durable records, seals them and hands them to the uploader, waiting for each hand-off so the
 /// amount of sealed data in memory stays bounded. Ends with an error (the actor restarts and resumes from
 /// the committed cursors) on a panic, a cache error or a failed upload.
@@ -292,7 +296,8 @@ async fn compressor_loop(shared: Shared, uploader: Addr<UploaderActor>) -> Resul
         shared.config.compress_threads,
         shared.config.batch_bytes,
     );
-    let mut pending: Option<Request<UploaderActor, Upload>> = None;
+    let mut pending: std::collections::VecDeque<Request<UploaderActor, Upload>> =
+        Default::default();
     loop {
         shared.busy.store(true, Ordering::SeqCst);
         let faults = shared.faults.clone();
@@ -306,7 +311,7 @@ async fn compressor_loop(shared: Shared, uploader: Addr<UploaderActor>) -> Resul
         .map_err(|p| panic_message(&*p))?
         .map_err(|e| e.to_string())?;
         if work.is_empty() {
-            if let Some(p) = pending.take() {
+            if let Some(p) = pending.pop_front() {
                 p.await.map_err(|e| e.to_string())??;
                 continue; // the upload may have released a bookmark wait
             }
@@ -324,11 +329,14 @@ async fn compressor_loop(shared: Shared, uploader: Addr<UploaderActor>) -> Resul
                     .bytes_compressed_in
                     .fetch_add(b.plain_bytes, Ordering::Relaxed);
             }
-            // One batch uploads while the next is sealed: overlap without unbounded memory.
-            if let Some(p) = pending.take() {
-                p.await.map_err(|e| e.to_string())??;
+            // Uploads overlap with sealing the next batch; at most UPLOADS_IN_FLIGHT sealed batches
+            // wait in memory, so a slow store holds the compressor back instead of growing memory.
+            if pending.len() >= UPLOADS_IN_FLIGHT {
+                if let Some(p) = pending.pop_front() {
+                    p.await.map_err(|e| e.to_string())??;
+                }
             }
-            pending = Some(uploader.send(Upload(w)));
+            pending.push_back(uploader.send(Upload(w)));
         }
     }
 }
