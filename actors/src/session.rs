@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use wire::{ErrorCode, ErrorFrame, Frame};
 
 /// Extent bytes an agent may have unacknowledged; bounds the appliance's memory per session.
-pub const WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+pub const WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An idle agent pings well within this; a silent peer is dropped so its session does not linger.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -197,7 +197,7 @@ where
     ctx.hub.attach(&agent_id, out_tx.clone());
     let writer_task = tokio::spawn(frame_writer(wr, out_rx));
     // The cache writer thread: bounded queue, so a full cache stops this task from reading the socket.
-    let (rec_tx, rec_rx) = mpsc::channel::<ToWriter>(16);
+    let (rec_tx, rec_rx) = mpsc::channel::<ToWriter>(64);
     let thread_ctx = ctx.clone();
     let thread_logs = logs.clone();
     let thread_out = out_tx.clone();

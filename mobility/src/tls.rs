@@ -23,7 +23,13 @@ pub const SERVER_NAME: &str = "ferry-appliance";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    // Replication data is the bulk of what crosses this connection and both ends share the CPU with
+    // compression: AES-128-GCM first (about a third cheaper than AES-256-GCM, and still a TLS 1.3
+    // suite with full strength for this use). The server follows the client's order.
+    p.cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(p)
 }
 
 /// SHA-256 of a certificate's DER.
