@@ -24,6 +24,10 @@ pub struct SealedBatch {
     pub updates: Vec<(u64, BlockRef)>,
     /// The cursor the disk reaches once this batch is committed (bookmark_id unchanged until the point is).
     pub end: Cursor,
+    /// The disk's seq before this batch: the uploader commits it only on top of exactly that much, so a
+    /// batch whose predecessor was lost (an uploader restart with batches queued) is refused, not applied
+    /// over a gap.
+    pub start_seq: u64,
     pub plain_bytes: u64,
 }
 
@@ -155,6 +159,7 @@ impl Compressor {
         }
         reader.pos = pos;
         let mut blocks: Vec<(u64, bytes::Bytes)> = Vec::new();
+        let start_seq = reader.seq;
         let mut end_seq = reader.seq;
         for rec in records {
             match rec {
@@ -199,6 +204,7 @@ impl Compressor {
                 seq: end_seq,
                 bookmark_id: reader.committed_bookmark,
             },
+            start_seq,
             plain_bytes,
         }))
     }

@@ -168,10 +168,24 @@ impl Uploader {
     pub async fn commit_batch(&mut self, batch: SealedBatch) -> Result<u64, ActorError> {
         // A batch wholly at or below the committed cursor was committed before a compressor restart;
         // applying it again would move the block map back in time.
-        if let Some(log) = self.cache.disk(&batch.machine_id, &batch.disk_id) {
-            if batch.end.seq <= log.committed().seq && !batch.updates.is_empty() {
-                return Ok(0);
-            }
+        let log = self
+            .cache
+            .disk(&batch.machine_id, &batch.disk_id)
+            .ok_or_else(|| {
+                ActorError::Cache(format!(
+                    "no cache log for {}/{}",
+                    batch.machine_id, batch.disk_id
+                ))
+            })?;
+        let committed = log.committed();
+        if batch.start_seq > committed.seq {
+            return Err(ActorError::Cache(format!(
+                "batch of {}/{} starts after seq {} but only {} is committed: an earlier batch was lost",
+                batch.machine_id, batch.disk_id, batch.start_seq, committed.seq
+            )));
+        }
+        if batch.end.seq <= committed.seq && batch.end.seq > batch.start_seq {
+            return Ok(0);
         }
         let mut uploaded = 0u64;
         let mut packs = Vec::new();
@@ -207,9 +221,12 @@ impl Uploader {
             state.dirty.insert(*block, *r);
         }
         state.map.sync()?;
-        if let Some(log) = self.cache.disk(&batch.machine_id, &batch.disk_id) {
-            self.cache.commit(&log, batch.end)?;
-        }
+        // Never move a cursor back: a partly replayed batch ends where the committed state already is.
+        let end = Cursor {
+            seq: batch.end.seq.max(committed.seq),
+            bookmark_id: batch.end.bookmark_id.max(committed.bookmark_id),
+        };
+        self.cache.commit(&log, end)?;
         Ok(uploaded)
     }
 
@@ -229,6 +246,15 @@ impl Uploader {
                 .all(|l| l.committed().bookmark_id >= p.bookmark_id)
         {
             return Ok(id);
+        }
+        for (log, (disk, _, seq)) in logs.iter().zip(&p.disks) {
+            if log.committed().seq < *seq {
+                return Err(ActorError::Cache(format!(
+                    "point {id} of {}/{disk} needs seq {seq} but only {} is committed: a batch was lost",
+                    p.machine_id,
+                    log.committed().seq
+                )));
+            }
         }
         self.describe_machine(&p.machine_id).await?;
         let chain = self.chain(&p.machine_id)?.clone();
