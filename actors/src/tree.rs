@@ -29,6 +29,8 @@ pub struct DataPathConfig {
     pub batch_bytes: u64,
     pub pack_target_bytes: usize,
     pub full_map_every: u32,
+    /// Pack uploads of one batch in flight at once.
+    pub upload_concurrency: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -135,13 +137,16 @@ impl Actor for UploaderActor {
     type Context = Context<Self>;
     fn started(&mut self, _: &mut Context<Self>) {
         let s = &self.shared;
-        self.uploader = Some(Uploader::new(
-            s.vault.clone(),
-            s.cache.clone(),
-            s.config.maps_dir.clone(),
-            s.config.pack_target_bytes,
-            s.config.full_map_every,
-        ));
+        self.uploader = Some(
+            Uploader::new(
+                s.vault.clone(),
+                s.cache.clone(),
+                s.config.maps_dir.clone(),
+                s.config.pack_target_bytes,
+                s.config.full_map_every,
+            )
+            .with_concurrency(s.config.upload_concurrency),
+        );
         s.health.set("uploader", ActorState::Running, None);
     }
 }

@@ -7,6 +7,7 @@ use crate::cache::{Cache, Cursor};
 use crate::compress::{PointCommit, SealedBatch};
 use crate::state_file;
 use crate::ActorError;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub struct Uploader {
     disks: HashMap<(String, String), DiskState>,
     chains: HashMap<String, PointChain>,
     described: HashSet<String>,
+    concurrency: usize,
 }
 
 impl std::fmt::Debug for Uploader {
@@ -100,7 +102,14 @@ impl Uploader {
             disks: HashMap::new(),
             chains: HashMap::new(),
             described: HashSet::new(),
+            concurrency: 4,
         }
+    }
+
+    /// How many pack uploads of one batch may be in flight at once (config `upload_concurrency`).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
     }
 
     fn disk(&mut self, machine: &str, disk: &str, size: u64) -> Result<&mut DiskState, ActorError> {
@@ -206,7 +215,9 @@ impl Uploader {
             let vault = self.vault.clone();
             async move { with_retry("put pack", ATTEMPTS, || vault.put_pack(p.clone())).await }
         });
-        let entries: Vec<_> = futures::future::try_join_all(puts)
+        let entries: Vec<_> = futures::stream::iter(puts)
+            .buffer_unordered(self.concurrency)
+            .try_collect::<Vec<_>>()
             .await?
             .into_iter()
             .flatten()

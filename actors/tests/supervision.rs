@@ -105,6 +105,7 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
             batch_bytes: 1 << 20,
             pack_target_bytes: 1 << 20,
             full_map_every: 4,
+            upload_concurrency: 2,
         };
         let dp = DataPath::start(
             config,

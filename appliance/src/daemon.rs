@@ -49,6 +49,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         batch_bytes: 32 << 20,
         pack_target_bytes: cfg.pack_target_bytes as usize,
         full_map_every: cfg.full_map_every,
+        upload_concurrency: cfg.upload_concurrency,
     };
     tracing::info!(
         data_dir = %cfg.data_dir.display(),
