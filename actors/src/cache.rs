@@ -210,8 +210,10 @@ impl Cache {
     /// true while waiting (shutdown), so the caller can give up without writing.
     pub fn reserve(&self, bytes: u64, stop: &dyn Fn() -> bool) -> bool {
         let mut used = self.used.lock().expect("cache lock");
-        // A single batch larger than the whole budget still goes through once the cache is empty.
-        while *used > 0 && *used + bytes > self.max_bytes {
+        // The segment being written can never be released, so "as empty as it gets" is one segment's worth:
+        // a batch that does not fit even then goes through rather than waiting forever.
+        let floor = segment_target(self.max_bytes);
+        while *used > floor && *used + bytes > self.max_bytes {
             if stop() {
                 return false;
             }

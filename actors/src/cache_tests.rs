@@ -150,16 +150,32 @@ fn segments_roll_and_are_released_after_commit() {
 #[test]
 fn full_cache_blocks_until_space_is_released() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), 1000).unwrap();
-    assert!(cache.reserve(800, &|| false));
+    let mib = 1u64 << 20;
+    let cache = Cache::open(dir.path(), 64 * mib).unwrap();
+    assert!(cache.reserve(48 * mib, &|| false));
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        let h = s.spawn(|| cache.reserve(800, &|| stop.load(std::sync::atomic::Ordering::SeqCst)));
+        let h =
+            s.spawn(|| cache.reserve(48 * mib, &|| stop.load(std::sync::atomic::Ordering::SeqCst)));
         std::thread::sleep(Duration::from_millis(300));
         assert!(!h.is_finished(), "a full cache must make the writer wait");
-        cache.unreserve(800);
+        cache.unreserve(48 * mib);
         assert!(h.join().unwrap());
     });
-    let waited = cache.reserve(900, &|| true);
+    let waited = cache.reserve(60 * mib, &|| true);
     assert!(!waited, "shutdown ends the wait without writing");
+}
+
+#[test]
+fn a_cache_holding_only_its_active_segment_never_blocks() {
+    // The segment being written cannot be released; waiting for the cache to drain below it would
+    // deadlock, so a batch that does not fit even then is let through.
+    let dir = tempfile::tempdir().unwrap();
+    let max = 40u64 << 20;
+    let cache = Cache::open(dir.path(), max).unwrap();
+    assert!(cache.reserve(segment_target(max), &|| false));
+    assert!(
+        cache.reserve(max, &|| true),
+        "must not wait with only one segment used"
+    );
 }

@@ -201,9 +201,10 @@ where
     let thread_ctx = ctx.clone();
     let thread_logs = logs.clone();
     let thread_out = out_tx.clone();
+    let thread_stop = shutdown.clone();
     let cache_thread = std::thread::Builder::new()
         .name(format!("cache-{}", &agent_id[..agent_id.len().min(8)]))
-        .spawn(move || cache_writer(thread_ctx, thread_logs, rec_rx, thread_out))
+        .spawn(move || cache_writer(thread_ctx, thread_logs, rec_rx, thread_out, thread_stop))
         .map_err(|e| SessionEnd::Cache(e.to_string()))?;
 
     let sizes: Vec<u64> = hello.disks.iter().map(|d| d.size_bytes).collect();
@@ -359,13 +360,16 @@ fn cache_writer(
     logs: Vec<Arc<DiskLog>>,
     mut rx: mpsc::Receiver<ToWriter>,
     out: mpsc::UnboundedSender<Frame>,
+    stop: watch::Receiver<bool>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch: Vec<(usize, Record)> = Vec::new();
         let ToWriter::Records(r) = first;
         batch.extend(r);
         let mut bytes: u64 = batch.iter().map(|(_, r)| r.encoded_len()).sum();
-        while bytes < 64 * 1024 * 1024 {
+        // A group commit is a small part of the cache budget, so a full cache can always make room for it.
+        let limit = (ctx.cache.max_bytes() / 4).clamp(1 << 20, 64 << 20);
+        while bytes < limit {
             match rx.try_recv() {
                 Ok(ToWriter::Records(r)) => {
                     bytes += r.iter().map(|(_, r)| r.encoded_len()).sum::<u64>();
@@ -374,7 +378,8 @@ fn cache_writer(
                 Err(_) => break,
             }
         }
-        if !ctx.cache.reserve(bytes, &|| false) {
+        // At shutdown a wait for cache space ends without writing: those records were never acknowledged.
+        if !ctx.cache.reserve(bytes, &|| *stop.borrow()) {
             return;
         }
         let mut per_disk: Vec<Vec<Record>> = vec![Vec::new(); logs.len()];
