@@ -62,6 +62,15 @@ pub fn make_ext4(img: &Path, size_mib: u64, files_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `<dir>/disk.img`: an ext4 image of `size_mib` MiB filled to about 78% with real files from this machine.
+pub fn real_ext4(dir: &Path, size_mib: u64) -> Result<PathBuf> {
+    let files = dir.join("files");
+    collect_real_files(&files, (size_mib * 25 / 32) << 20)?;
+    let img = dir.join("disk.img");
+    make_ext4(&img, size_mib, &files)?;
+    Ok(img)
+}
+
 /// Runs debugfs write commands against an unmounted image.
 pub fn debugfs(img: &Path, commands: &[String]) -> Result<()> {
     let script = commands.join("\n");

@@ -2,7 +2,7 @@
 //! passphrase or fingerprint) is refused with a logged reason while another agent keeps replicating; a
 //! revoked agent is refused.
 
-use ferry_tests::image::{collect_real_files, make_ext4};
+use ferry_tests::image::real_ext4;
 use ferry_tests::{assert_point_restores, bin, finished_point, Agent, Appliance};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -95,10 +95,7 @@ fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn bad_input_is_refused_while_another_agent_replicates() {
     let t = tempfile::tempdir().unwrap();
-    let files = t.path().join("files");
-    collect_real_files(&files, 100 << 20).unwrap();
-    let img = t.path().join("disk.img");
-    make_ext4(&img, 128, &files).unwrap();
+    let img = real_ext4(t.path(), 128).unwrap();
     let app = Appliance::start(&t.path().join("data"), &[]).unwrap();
     let addr = app.addr();
     let agent = Agent::register(&app, &t.path().join("agent")).unwrap();

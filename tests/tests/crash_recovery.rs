@@ -1,9 +1,8 @@
 //! `kill -9` during the initial sync, of the appliance and of the agent: the sync completes after a
 //! restart and the restored image is exact (an acknowledged extent survives; nothing is resent in full).
 
-use ferry_tests::image::{collect_real_files, make_ext4};
+use ferry_tests::image::real_ext4;
 use ferry_tests::{assert_point_restores, dir_bytes, finished_point, Agent, Appliance};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Waits until the appliance has taken in `bytes` (cache plus vault), i.e. the sync is well under way.
@@ -18,22 +17,14 @@ fn wait_for_progress(app: &Appliance, bytes: u64) {
             "no replication progress\n{}",
             app.log_text()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-fn image(t: &Path) -> std::path::PathBuf {
-    let files = t.join("files");
-    collect_real_files(&files, 200 << 20).unwrap();
-    let img = t.join("disk.img");
-    make_ext4(&img, 256, &files).unwrap();
-    img
 }
 
 #[test]
 fn appliance_killed_during_initial_sync_completes_exactly() {
     let t = tempfile::tempdir().unwrap();
-    let img = image(t.path());
+    let img = real_ext4(t.path(), 256).unwrap();
     let mut app = Appliance::start(&t.path().join("data"), &[]).unwrap();
     let agent = Agent::register(&app, &t.path().join("agent")).unwrap();
     let mut run = agent
@@ -42,7 +33,7 @@ fn appliance_killed_during_initial_sync_completes_exactly() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_progress(&app, 40 << 20);
+    wait_for_progress(&app, 8 << 20);
     assert!(
         run.try_wait().unwrap().is_none(),
         "the sync finished before the kill: the test proves nothing"
@@ -57,11 +48,11 @@ fn appliance_killed_during_initial_sync_completes_exactly() {
 #[test]
 fn agent_killed_during_initial_sync_resumes_exactly() {
     let t = tempfile::tempdir().unwrap();
-    let img = image(t.path());
+    let img = real_ext4(t.path(), 256).unwrap();
     let app = Appliance::start(&t.path().join("data"), &[]).unwrap();
     let agent = Agent::register(&app, &t.path().join("agent")).unwrap();
     let mut run = agent.command(&[&img]).arg("--once").spawn().unwrap();
-    wait_for_progress(&app, 40 << 20);
+    wait_for_progress(&app, 8 << 20);
     assert!(
         run.try_wait().unwrap().is_none(),
         "the sync finished before the kill: the test proves nothing"

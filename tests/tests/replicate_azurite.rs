@@ -1,17 +1,14 @@
 //! The same end-to-end replication into Azure Blob storage: Microsoft's Azurite (from npm), started on
 //! loopback by the test through scripts/azurite.sh; the appliance creates its container itself.
 
-use ferry_tests::image::{change_files, collect_real_files, make_ext4};
+use ferry_tests::image::{change_files, real_ext4};
 use ferry_tests::{e2fsck_clean, points, restore, sha256_file, Agent, Appliance, Azurite};
 
 #[test]
 fn ext4_image_two_points_restore_exactly_from_azurite() {
     let azurite = Azurite::start().unwrap();
     let t = tempfile::tempdir().unwrap();
-    let files = t.path().join("files");
-    collect_real_files(&files, 200 << 20).unwrap();
-    let img = t.path().join("disk.img");
-    make_ext4(&img, 256, &files).unwrap();
+    let img = real_ext4(t.path(), 256).unwrap();
     let sha1 = sha256_file(&img);
 
     let url = format!(

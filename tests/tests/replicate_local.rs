@@ -3,7 +3,7 @@
 //! recovery points are restored byte for byte. Also: no plaintext in the vault, a flipped byte is caught,
 //! and SIGTERM exits cleanly.
 
-use ferry_tests::image::{change_files, collect_real_files, distinctive_runs, make_ext4};
+use ferry_tests::image::{change_files, distinctive_runs, real_ext4};
 use ferry_tests::{e2fsck_clean, points, restore, sha256_file, Agent, Appliance};
 use std::path::Path;
 use std::process::Command;
@@ -11,10 +11,7 @@ use std::process::Command;
 #[test]
 fn ext4_image_two_points_restore_exactly_from_local_vault() {
     let t = tempfile::tempdir().unwrap();
-    let files = t.path().join("files");
-    collect_real_files(&files, 200 << 20).unwrap();
-    let img = t.path().join("disk.img");
-    make_ext4(&img, 256, &files).unwrap();
+    let img = real_ext4(t.path(), 256).unwrap();
     let sha1 = sha256_file(&img);
     let runs = distinctive_runs(&img, 12).unwrap();
 

@@ -1,7 +1,7 @@
 //! A vault that is down fills the cache up to its limit, the receiver then stops reading (the agent waits,
 //! nothing is dropped), and replication completes exactly once the store is back.
 
-use ferry_tests::image::{collect_real_files, make_ext4};
+use ferry_tests::image::real_ext4;
 use ferry_tests::{assert_point_restores, dir_bytes, finished_point, Agent, Appliance};
 use std::time::{Duration, Instant};
 
@@ -12,10 +12,7 @@ fn cache_bytes(dir: &std::path::Path) -> u64 {
 #[test]
 fn store_down_fills_cache_then_recovers() {
     let t = tempfile::tempdir().unwrap();
-    let files = t.path().join("files");
-    collect_real_files(&files, 100 << 20).unwrap();
-    let img = t.path().join("disk.img");
-    make_ext4(&img, 128, &files).unwrap();
+    let img = real_ext4(t.path(), 128).unwrap();
     let limit: u64 = 40 << 20;
     let app = Appliance::start(
         &t.path().join("data"),
