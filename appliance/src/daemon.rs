@@ -60,12 +60,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let data_path =
         actors::DataPath::start(config, cache, vault, registry, acceptor, Default::default());
+    let management = tls.management_server_config().and_then(|server_config| {
+        crate::web::start(
+            &cfg.listen_management,
+            server_config,
+            data_path.shared.clone(),
+        )
+    });
+    let management = match management {
+        Ok(handle) => handle,
+        Err(err) => {
+            data_path.shutdown(Duration::ZERO).await;
+            return Err(err);
+        }
+    };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
     }
+    management.stop(true).await;
     data_path.shutdown(UPLOAD_DRAIN).await;
     state.flush().context("flushing the appliance state")?;
     tracing::info!("appliance stopped cleanly");

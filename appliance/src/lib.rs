@@ -14,3 +14,4 @@ pub mod secrets;
 pub mod state;
 pub mod tls;
 pub mod vault_access;
+pub mod web;

@@ -133,6 +133,22 @@ impl ApplianceTls {
         Ok(Arc::new(config))
     }
 
+    /// TLS 1.3 server configuration for the management listener: the same certificate chain as
+    /// the data listener, without asking for a client certificate (browsers would prompt for one;
+    /// management callers authenticate over HTTP instead).
+    pub fn management_server_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()));
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.server_cert_der.clone(), self.ca_cert_der.clone()],
+                key,
+            )?;
+        Ok(Arc::new(config))
+    }
+
     /// A new key pair and a client certificate for `agent_id` (CN and DNS SAN), signed by the
     /// CA. Returns `(cert_pem, key_pem)`.
     pub fn issue_agent_cert(&self, agent_id: &str) -> anyhow::Result<(String, String)> {
