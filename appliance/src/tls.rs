@@ -155,15 +155,13 @@ impl ApplianceTls {
         let mut params = CertificateParams::new(vec![agent_id.to_string()])
             .with_context(|| format!("agent id {agent_id:?} is not a valid DNS name"))?;
         params.distinguished_name.push(DnType::CommonName, agent_id);
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        set_leaf_validity(&mut params);
-        let key = KeyPair::generate()?;
-        let issuer = Issuer::from_ca_cert_der(&self.ca_cert_der, &self.ca_key)?;
-        let cert = params.signed_by(&key, &issuer)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        let (cert, key) = sign_leaf(
+            params,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &self.ca_cert_der,
+            &self.ca_key,
+        )?;
+        Ok((cert, key.serialize_pem()))
     }
 }
 
@@ -378,11 +376,26 @@ fn new_ca() -> anyhow::Result<(String, KeyPair)> {
     Ok((cert.pem(), key))
 }
 
-fn set_leaf_validity(params: &mut CertificateParams) {
+/// Signs a leaf (non-CA) certificate for one purpose with the appliance CA: a new key pair, digital
+/// signature only, the CA's key identifier, backdated validity and a random serial.
+fn sign_leaf(
+    mut params: CertificateParams,
+    purpose: ExtendedKeyUsagePurpose,
+    ca_cert_der: &CertificateDer<'_>,
+    ca_key: &KeyPair,
+) -> anyhow::Result<(String, KeyPair)> {
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![purpose];
+    params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - BACKDATE;
     params.not_after = now + LEAF_VALIDITY;
     params.serial_number = Some(random_serial());
+    let key = KeyPair::generate()?;
+    let issuer = Issuer::from_ca_cert_der(ca_cert_der, ca_key)?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key))
 }
 
 fn issue_server_cert(ca: &LoadedCa, names: &[SanType]) -> anyhow::Result<(String, KeyPair)> {
@@ -392,15 +405,12 @@ fn issue_server_cert(ca: &LoadedCa, names: &[SanType]) -> anyhow::Result<(String
         .distinguished_name
         .push(DnType::CommonName, APPLIANCE_SERVER_NAME);
     params.subject_alt_names = names.to_vec();
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    set_leaf_validity(&mut params);
-    let key = KeyPair::generate()?;
-    let issuer = Issuer::from_ca_cert_der(&ca.cert_der, &ca.key)?;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key))
+    sign_leaf(
+        params,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &ca.cert_der,
+        &ca.key,
+    )
 }
 
 /// The stored server certificate and key (DER), or `None` when they must be reissued.
