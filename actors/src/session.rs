@@ -156,6 +156,15 @@ where
             )
             .await;
         }
+        // The vault refuses larger disks; accepting one here would fail every point of this machine later.
+        if d.size_bytes == 0 || d.size_bytes > vault::MAX_DISK_BYTES {
+            return refuse(
+                &mut wr,
+                ErrorCode::Protocol,
+                "disk size must be between 1 byte and 64 TiB",
+            )
+            .await;
+        }
     }
     ctx.registry.seen(&agent_id, &hello.hostname);
     // One session per agent: a reconnect replaces the old session, which must have stopped writing first.
@@ -237,7 +246,8 @@ where
                         e.seq, last_seq[i]
                     )));
                 }
-                if e.offset + e.data.len() as u64 > size.next_multiple_of(wire::BLOCK_SIZE) {
+                let end = e.offset.checked_add(e.data.len() as u64);
+                if end.is_none_or(|end| end > size.next_multiple_of(wire::BLOCK_SIZE)) {
                     break Err(SessionEnd::Protocol(format!(
                         "extent at {} runs past the disk's end",
                         e.offset
