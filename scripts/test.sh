@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite: installs test dependencies, builds the binaries, runs every test (unit,
-# fuzz-style decoder tests and the end-to-end tests in tests/, which start their own appliance, agents
+# The whole test suite: installs test dependencies, checks formatting and clippy, builds the binaries,
+# runs every test (unit, fuzz-style decoder tests and the end-to-end tests in tests/, which start their own appliance, agents
 # and Azurite on 127.0.0.1 and stop them). Ends with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
+# The code bar before any test: formatted, and no clippy warning anywhere (where the toolchain has them;
+# no toolchain component can be downloaded here).
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; else echo "rustfmt not installed: format check skipped" >&2; fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets -- -D warnings
+else
+  echo "clippy not installed: lint check skipped" >&2
+fi
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
