@@ -55,6 +55,37 @@ fn block(i: u64, round: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Appends one extent per block of `round` content (tracking the expected image), then a bookmark, and
+/// fsyncs: everything is acknowledged from the cache's point of view.
+fn write_round(
+    log: &actors::cache::DiskLog,
+    image: &mut [u8],
+    seq: &mut u64,
+    blocks: &[u64],
+    round: u8,
+    bookmark_id: u64,
+    app_consistent: bool,
+) {
+    for &i in blocks {
+        *seq += 1;
+        let data = block(i, round);
+        image[(i * 65536) as usize..((i + 1) * 65536) as usize].copy_from_slice(&data);
+        log.append(&[Record::Extent {
+            seq: *seq,
+            offset: i * 65536,
+            data: data.into(),
+        }])
+        .unwrap();
+    }
+    log.append(&[Record::Bookmark {
+        last_seq: *seq,
+        bookmark_id,
+        app_consistent,
+    }])
+    .unwrap();
+    log.sync().unwrap();
+}
+
 async fn wait_point(vault: &Vault, n: usize) {
     let start = Instant::now();
     loop {
@@ -119,49 +150,21 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
         // Round 1: every block, acknowledged (fsync'd) before the faults fire.
         let mut image = vec![0u8; (blocks * 65536) as usize];
         let mut seq = 0;
-        for i in 0..blocks {
-            if i % 5 == 0 {
-                continue; // leave zero blocks
-            }
-            seq += 1;
-            let data = block(i, 1);
-            image[(i * 65536) as usize..((i + 1) * 65536) as usize].copy_from_slice(&data);
-            log.append(&[Record::Extent {
-                seq,
-                offset: i * 65536,
-                data: data.into(),
-            }])
-            .unwrap();
-        }
-        log.append(&[Record::Bookmark {
-            last_seq: seq,
-            bookmark_id: 1000,
-            app_consistent: false,
-        }])
-        .unwrap();
-        log.sync().unwrap();
+        let round1: Vec<u64> = (0..blocks).filter(|i| i % 5 != 0).collect(); // leave zero blocks
+        write_round(&log, &mut image, &mut seq, &round1, 1, 1000, false);
         wait_point(&vault, 1).await;
         let img1 = image.clone();
 
         // Round 2: a few blocks change; no faults left.
-        for i in [1u64, 2, 3, 64, 127] {
-            seq += 1;
-            let data = block(i, 2);
-            image[(i * 65536) as usize..((i + 1) * 65536) as usize].copy_from_slice(&data);
-            log.append(&[Record::Extent {
-                seq,
-                offset: i * 65536,
-                data: data.into(),
-            }])
-            .unwrap();
-        }
-        log.append(&[Record::Bookmark {
-            last_seq: seq,
-            bookmark_id: 2000,
-            app_consistent: true,
-        }])
-        .unwrap();
-        log.sync().unwrap();
+        write_round(
+            &log,
+            &mut image,
+            &mut seq,
+            &[1, 2, 3, 64, 127],
+            2,
+            2000,
+            true,
+        );
         wait_point(&vault, 2).await;
 
         let stats = dp.shared.stats.clone();
