@@ -102,18 +102,7 @@ async fn delta_chains_restore_byte_exact() {
 async fn progress_reports_reach_the_total() {
     let lv = local_vault().await;
     let image = make_disk(5, 20 * BS + 1000);
-    let map = Uploader::new(&lv.vault)
-        .await
-        .upload(&lv.vault, &image)
-        .await;
-    let p = point(
-        "m",
-        "p",
-        None,
-        1,
-        vec![disk_point("d", image.len(), DiskMap::Full(map))],
-    );
-    lv.vault.put_point(&p).await.unwrap();
+    store_single_point(&lv, &image).await;
     let seen = std::sync::Mutex::new(Vec::new());
     let req = vault::RestoreRequest {
         machine_id: "m".into(),
@@ -161,19 +150,8 @@ async fn vhd_and_vmdk_images_convert_back_with_qemu_img() {
     let size = 3 * (1 << 20) + 5 * BS + 2560;
     let mut image = make_disk(9, size);
     image[BS * 30..BS * 45].fill(0);
-    let map = Uploader::new(&lv.vault)
-        .await
-        .upload(&lv.vault, &image)
-        .await;
+    let map = store_single_point(&lv, &image).await;
     let zero_blocks = map.iter().filter(|b| **b == vault::BlockRef::Zero).count();
-    let p = point(
-        "m",
-        "p",
-        None,
-        1,
-        vec![disk_point("d", size, DiskMap::Full(map))],
-    );
-    lv.vault.put_point(&p).await.unwrap();
 
     // VHD: raw, zero padding to 4 MiB, footer.
     let vhd = lv.out("disk.vhd");
@@ -240,18 +218,7 @@ async fn vhd_and_vmdk_images_convert_back_with_qemu_img() {
 async fn a_flipped_byte_in_a_pack_fails_the_restore_and_leaves_no_image() {
     let lv = local_vault().await;
     let image = make_disk(3, 12 * BS);
-    let map = Uploader::new(&lv.vault)
-        .await
-        .upload(&lv.vault, &image)
-        .await;
-    let p = point(
-        "m",
-        "p",
-        None,
-        1,
-        vec![disk_point("d", image.len(), DiskMap::Full(map))],
-    );
-    lv.vault.put_point(&p).await.unwrap();
+    store_single_point(&lv, &image).await;
     let (pack_name, pack_path) = object_files(&lv.root())
         .into_iter()
         .find(|(n, _)| n.starts_with("packs/"))
@@ -279,18 +246,7 @@ async fn a_flipped_byte_in_a_pack_fails_the_restore_and_leaves_no_image() {
 async fn truncated_or_missing_packs_are_integrity_errors() {
     let lv = local_vault().await;
     let image = make_disk(4, 8 * BS);
-    let map = Uploader::new(&lv.vault)
-        .await
-        .upload(&lv.vault, &image)
-        .await;
-    let p = point(
-        "m",
-        "p",
-        None,
-        1,
-        vec![disk_point("d", image.len(), DiskMap::Full(map))],
-    );
-    lv.vault.put_point(&p).await.unwrap();
+    store_single_point(&lv, &image).await;
     let (pack_name, pack_path) = object_files(&lv.root())
         .into_iter()
         .find(|(n, _)| n.starts_with("packs/"))

@@ -197,6 +197,23 @@ pub async fn restore(
 }
 
 /// All object files under a LocalFileSystem root, as (object name, path).
+/// Uploads `image` and stores it as the one full point `m`/`p` of disk `d`; returns its block map.
+pub async fn store_single_point(lv: &LocalVault, image: &[u8]) -> Vec<BlockRef> {
+    let map = Uploader::new(&lv.vault)
+        .await
+        .upload(&lv.vault, image)
+        .await;
+    let p = point(
+        "m",
+        "p",
+        None,
+        1,
+        vec![disk_point("d", image.len(), DiskMap::Full(map.clone()))],
+    );
+    lv.vault.put_point(&p).await.unwrap();
+    map
+}
+
 pub fn object_files(root: &Path) -> Vec<(String, std::path::PathBuf)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
