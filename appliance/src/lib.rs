@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod files;
 pub mod logging;
+pub mod mgmt;
 pub mod points_cmd;
 pub mod registry;
 pub mod secrets;

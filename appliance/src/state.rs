@@ -72,6 +72,12 @@ pub struct AgentRecord {
 pub struct AuditEvent {
     /// RFC 3339, UTC.
     pub at: String,
+    /// Who: a user name, `agent:<id>` or `system`. Empty in events written before users existed.
+    #[serde(default)]
+    pub actor: String,
+    /// From where: the remote address, or `local`.
+    #[serde(default)]
+    pub source: String,
     pub event: String,
     pub detail: String,
 }
@@ -166,6 +172,11 @@ impl State {
         })
     }
 
+    /// The database, for modules that keep their own trees (users, tokens, setup, machines).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<(), StateError> {
         self.db.flush()?;
@@ -247,11 +258,24 @@ impl State {
         self.put_agent(agent_id, &record)
     }
 
-    /// Appends an audit event.
+    /// Appends an audit event done by the appliance itself.
     pub fn audit(&self, event: &str, detail: &str) -> Result<(), StateError> {
+        self.audit_as("system", "local", event, detail)
+    }
+
+    /// Appends an audit event: who (`actor`) did what from where (`source`).
+    pub fn audit_as(
+        &self,
+        actor: &str,
+        source: &str,
+        event: &str,
+        detail: &str,
+    ) -> Result<(), StateError> {
         let seq = self.db.generate_id()?;
         let entry = AuditEvent {
             at: now_rfc3339(),
+            actor: actor.to_string(),
+            source: source.to_string(),
             event: event.to_string(),
             detail: detail.to_string(),
         };

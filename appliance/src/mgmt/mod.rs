@@ -1,0 +1,135 @@
+//! The management core: everything the REST API, the dashboard and the CLI can ask of the appliance, as
+//! typed calls. The HTTP layer (`crate::web`) only parses and validates requests and hands them here
+//! (docs/MANAGEMENT.md is the contract).
+
+pub mod auth;
+pub mod catalog;
+pub mod error;
+pub mod restore_jobs;
+pub mod setup;
+
+pub use error::MgmtError;
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::state::State;
+use crate::tls::ApplianceTls;
+
+/// Default and largest page of a list.
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+/// Which slice of a list a caller wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageRequest {
+    /// Items per page, 1..=1000 (default 100).
+    pub limit: Option<usize>,
+    /// Items to skip (default 0).
+    pub offset: Option<usize>,
+}
+
+impl PageRequest {
+    /// (offset, limit) after defaults; a limit outside 1..=1000 is a bad request.
+    pub fn resolve(&self) -> Result<(usize, usize), MgmtError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(MgmtError::invalid("limit", "must be between 1 and 1000"));
+        }
+        Ok((self.offset.unwrap_or(0), limit))
+    }
+
+    /// Cuts one page out of a complete list.
+    pub fn apply<T>(&self, all: Vec<T>) -> Result<Page<T>, MgmtError> {
+        let (offset, limit) = self.resolve()?;
+        let total = all.len();
+        let items = all.into_iter().skip(offset).take(limit).collect();
+        Ok(Page {
+            items,
+            total,
+            limit,
+            offset,
+        })
+    }
+}
+
+/// One page of a list.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Items in the whole list.
+    pub total: usize,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// What exists only once setup is complete and the data path runs.
+#[derive(Clone)]
+pub struct Running {
+    pub shared: actors::tree::Shared,
+    pub registry: Arc<Registry>,
+}
+
+/// The management core shared by every handler (cheap to clone: everything is behind `Arc`s).
+#[derive(Clone)]
+pub struct Core {
+    pub cfg: Arc<Config>,
+    pub state: State,
+    pub tls: Arc<ApplianceTls>,
+    pub auth: auth::Auth,
+    pub setup: setup::Setup,
+    pub catalog: catalog::Catalog,
+    pub restores: restore_jobs::RestoreJobs,
+    pub started: Instant,
+    running: Arc<RwLock<Option<Running>>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    pub fn new(cfg: Arc<Config>, state: State, tls: Arc<ApplianceTls>) -> Result<Core, MgmtError> {
+        let auth = auth::Auth::new(state.clone());
+        let setup = setup::Setup::new(cfg.clone(), state.clone(), tls.clone(), auth.clone())?;
+        let catalog = catalog::Catalog::new(state.clone())?;
+        let restores = restore_jobs::RestoreJobs::new(cfg.clone(), state.clone());
+        Ok(Core {
+            cfg,
+            state,
+            tls,
+            auth,
+            setup,
+            catalog,
+            restores,
+            started: Instant::now(),
+            running: Arc::new(RwLock::new(None)),
+        })
+    }
+
+    /// The data path and registry, once setup is complete and they started.
+    pub fn running(&self) -> Option<Running> {
+        self.running.read().expect("running lock").clone()
+    }
+
+    /// Like [`Core::running`], as an error the API answers with when they are not there.
+    pub fn require_running(&self) -> Result<Running, MgmtError> {
+        if !self.setup.is_complete() {
+            return Err(MgmtError::SetupRequired);
+        }
+        self.running().ok_or_else(|| {
+            MgmtError::Unavailable("the data path is starting; retry shortly".into())
+        })
+    }
+
+    pub fn set_running(&self, running: Option<Running>) {
+        *self.running.write().expect("running lock") = running;
+    }
+}
