@@ -58,14 +58,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         fingerprint = %tls.ca_fingerprint(),
         "appliance starting"
     );
-    let data_path =
-        actors::DataPath::start(config, cache, vault, registry, acceptor, Default::default());
+    let data_path = actors::DataPath::start(
+        config,
+        cache,
+        vault,
+        registry.clone(),
+        acceptor,
+        Default::default(),
+    );
+    let core = crate::mgmt::Core::new(Arc::new(cfg.clone()), state.clone(), tls.clone())
+        .context("starting the management core")?;
+    core.set_running(Some(crate::mgmt::Running {
+        shared: data_path.shared.clone(),
+        registry,
+    }));
     let management = tls.management_server_config().and_then(|server_config| {
-        crate::web::start(
-            &cfg.listen_management,
-            server_config,
-            data_path.shared.clone(),
-        )
+        crate::web::start(&cfg.listen_management, server_config, core.clone())
     });
     let management = match management {
         Ok(handle) => handle,

@@ -37,7 +37,17 @@ pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-pub(super) async fn readyz(shared: web::Data<actors::tree::Shared>) -> HttpResponse {
+pub(super) async fn readyz(core: web::Data<crate::mgmt::Core>) -> HttpResponse {
+    let Some(running) = core.running() else {
+        let reason = if core.setup.is_complete() {
+            "the data path is starting"
+        } else {
+            "setup required: finish the first-boot setup"
+        };
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"ready": false, "reason": reason}));
+    };
+    let shared = &running.shared;
     let vault_error = probe_vault(&shared.vault).await;
     let readiness = Readiness::judge(shared.health.snapshot(), vault_error);
     let mut response = if readiness.ready {

@@ -1,5 +1,6 @@
 //! `/metrics` in the Prometheus text exposition format 0.0.4.
 
+use crate::mgmt::Core;
 use actix_web::{web, HttpResponse};
 use actors::tree::{ActorHealth, ActorState, Shared};
 use std::collections::BTreeMap;
@@ -119,9 +120,44 @@ pub fn render_metrics(snapshot: &MetricsSnapshot) -> String {
     out
 }
 
-pub(super) async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
-    let text = render_metrics(&MetricsSnapshot::read(&shared));
+pub(super) async fn metrics(core: web::Data<Core>) -> HttpResponse {
+    let mut text = match core.running() {
+        Some(running) => render_metrics(&MetricsSnapshot::read(&running.shared)),
+        None => String::new(),
+    };
+    render_management(&mut text, &core);
     HttpResponse::Ok().content_type(CONTENT_TYPE).body(text)
+}
+
+/// Families the management core knows: setup state and RPO per machine.
+fn render_management(out: &mut String, core: &Core) {
+    family(
+        out,
+        "ferry_setup_complete",
+        "gauge",
+        "1 once the first-boot setup is complete.",
+    );
+    let _ = writeln!(
+        out,
+        "ferry_setup_complete {}",
+        u8::from(core.setup.is_complete())
+    );
+    let rpos = core.catalog.rpo_per_machine();
+    family(
+        out,
+        "ferry_machine_rpo_seconds",
+        "gauge",
+        "Seconds since the machine's last recovery point (absent before the first point).",
+    );
+    for (machine, rpo) in rpos {
+        if let Some(rpo) = rpo {
+            let _ = writeln!(
+                out,
+                "ferry_machine_rpo_seconds{{machine=\"{}\"}} {rpo}",
+                escape_label(&machine)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -23,12 +23,12 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 pub fn start(
     listen: &str,
     tls: Arc<rustls::ServerConfig>,
-    shared: actors::tree::Shared,
+    core: crate::mgmt::Core,
 ) -> anyhow::Result<ServerHandle> {
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("listen_management {listen:?} is not host:port"))?;
-    let data = web::Data::new(shared);
+    let data = web::Data::new(core);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
