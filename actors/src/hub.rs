@@ -6,12 +6,23 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch, OwnedMutexGuard};
 use wire::Frame;
 
+/// Why a live session is asked to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Not asked: keep going.
+    Running,
+    /// A newer session of the same agent took over.
+    Replaced,
+    /// The appliance ended it (the agent was revoked).
+    Disconnected,
+}
+
 #[derive(Default)]
 struct Entry {
     out: Option<mpsc::UnboundedSender<Frame>>,
     /// Held by the live session; a new session waits for it after asking the old one to stop.
     lock: Arc<tokio::sync::Mutex<()>>,
-    replace: Option<watch::Sender<bool>>,
+    replace: Option<watch::Sender<StopReason>>,
 }
 
 #[derive(Default)]
@@ -27,18 +38,31 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// Becomes the one session of `agent`: asks any older session to end and waits until it has drained.
-    /// The returned receiver fires when a newer session replaces this one.
-    pub async fn claim(&self, agent: &str) -> (OwnedMutexGuard<()>, watch::Receiver<bool>) {
-        let (tx, rx) = watch::channel(false);
+    /// The returned receiver changes when this session must end (replaced, or disconnected).
+    pub async fn claim(&self, agent: &str) -> (OwnedMutexGuard<()>, watch::Receiver<StopReason>) {
+        let (tx, rx) = watch::channel(StopReason::Running);
         let lock = {
             let mut agents = self.agents.lock().expect("hub lock");
             let e = agents.entry(agent.to_string()).or_default();
             if let Some(old) = e.replace.replace(tx) {
-                let _ = old.send(true);
+                let _ = old.send(StopReason::Replaced);
             }
             e.lock.clone()
         };
         (lock.lock_owned().await, rx)
+    }
+
+    /// Ends the agent's live session now: it stops reading, drains what it read into the cache (that data
+    /// is acknowledged as usual) and closes. True when a session was there to end. An agent that
+    /// reconnects is admitted or refused afresh, so revoke first, then disconnect.
+    pub fn disconnect(&self, agent: &str) -> bool {
+        let stop = self
+            .agents
+            .lock()
+            .expect("hub lock")
+            .get_mut(agent)
+            .and_then(|e| e.replace.take());
+        stop.is_some_and(|tx| tx.send(StopReason::Disconnected).is_ok())
     }
 
     pub fn attach(&self, agent: &str, out: mpsc::UnboundedSender<Frame>) {

@@ -6,6 +6,8 @@ pub mod blockmap;
 pub mod cache;
 pub mod compress;
 pub mod hub;
+pub mod machines;
+pub mod ratelimit;
 pub mod receiver;
 pub mod registry;
 pub mod segment;

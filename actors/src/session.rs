@@ -5,7 +5,8 @@
 //! (append, one fsync per disk, then Ack). Anything wrong with the peer's bytes ends this session only.
 
 use crate::cache::{Cache, DiskLog, DiskMeta, MachineMeta};
-use crate::hub::Hub;
+use crate::hub::{Hub, StopReason};
+use crate::machines::DiskFact;
 use crate::registry::{AgentRegistry, Refusal};
 use crate::segment::Record;
 use crate::stats::Stats;
@@ -51,6 +52,8 @@ pub enum SessionEnd {
     Shutdown,
     #[error("replaced by a newer session of the same agent")]
     Replaced,
+    #[error("disconnected by the appliance")]
+    Disconnected,
 }
 
 enum ToWriter {
@@ -169,6 +172,12 @@ where
     ctx.registry.seen(&agent_id, &hello.hostname);
     // One session per agent: a reconnect replaces the old session, which must have stopped writing first.
     let (_claim, mut replaced) = ctx.hub.claim(&agent_id).await;
+    // A revocation between the admission above and the claim found no session to end; asking again now
+    // closes that gap (a revocation after this point finds the claim and ends this session).
+    if let Err(r) = ctx.registry.admit(&agent_id) {
+        let _ = send_error(&mut wr, ErrorCode::Revoked, &r.to_string()).await;
+        return Err(SessionEnd::Refused(r));
+    }
     let meta = MachineMeta {
         machine_id: agent_id.clone(),
         hostname: hello.hostname.clone(),
@@ -199,6 +208,20 @@ where
             .collect(),
     };
     tracing::info!(agent = %agent_id, hostname = %hello.hostname, disks = logs.len(), "session started");
+    // Connected for the catalog until this guard drops at the end of the session (a panic included).
+    let machine = ctx.stats.machines.session_started(
+        &agent_id,
+        &hello.hostname,
+        hello
+            .disks
+            .iter()
+            .map(|d| DiskFact {
+                disk_id: d.disk_id.clone(),
+                size_bytes: d.size_bytes,
+                label: d.label.clone(),
+            })
+            .collect(),
+    );
     wire::write_frame(&mut wr, &Frame::Welcome(welcome)).await?;
     wr.flush().await.map_err(wire::WireError::Io)?;
 
@@ -229,7 +252,10 @@ where
                 Ok(Ok(Some(f))) => f,
             },
             _ = shutdown.changed() => break Err(SessionEnd::Shutdown),
-            _ = replaced.changed() => break Err(SessionEnd::Replaced),
+            _ = replaced.changed() => match *replaced.borrow() {
+                StopReason::Disconnected => break Err(SessionEnd::Disconnected),
+                _ => break Err(SessionEnd::Replaced),
+            },
         };
         match frame {
             Frame::Extent(e) => {
@@ -257,6 +283,7 @@ where
                 ctx.stats
                     .bytes_received
                     .fetch_add(e.data.len() as u64, Ordering::Relaxed);
+                machine.entry().add_bytes(e.data.len() as u64);
                 let rec = Record::Extent {
                     seq: e.seq,
                     offset: e.offset,
@@ -340,6 +367,7 @@ where
     ctx.hub.detach(&agent_id, &out_tx);
     drop(out_tx);
     let _ = writer_task.await;
+    drop(machine);
     result
 }
 

@@ -1,5 +1,6 @@
 //! Counters the data path keeps for status and metrics.
 
+use crate::machines::Machines;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
@@ -11,6 +12,8 @@ pub struct Stats {
     pub points_committed: AtomicU64,
     pub sessions_refused: AtomicU64,
     pub actor_restarts: AtomicU64,
+    /// The same facts per machine, and the broadcast of committed points.
+    pub machines: Machines,
 }
 
 impl Stats {

@@ -5,6 +5,7 @@
 use crate::cache::Cache;
 use crate::compress::{Compressor, Work};
 use crate::hub::Hub;
+use crate::ratelimit::UploadLimiter;
 use crate::registry::AgentRegistry;
 use crate::session::SessionContext;
 use crate::stats::Stats;
@@ -104,9 +105,21 @@ pub struct Shared {
     pub config: DataPathConfig,
     wake: Arc<Notify>,
     busy: Arc<AtomicBool>,
+    upload_limiter: Arc<UploadLimiter>,
 }
 
 impl Shared {
+    /// Sets the upload bandwidth limit in bytes per second (0 = unlimited). Pack uploads that start from
+    /// now on use it; uploads waiting under the old limit take their turn again under the new one.
+    pub fn set_upload_limit(&self, bytes_per_sec: u64) {
+        self.upload_limiter.set_limit(bytes_per_sec);
+    }
+
+    /// The upload bandwidth limit in bytes per second (0 = unlimited).
+    pub fn upload_limit(&self) -> u64 {
+        self.upload_limiter.limit()
+    }
+
     /// Counts a supervisor restart of `name` in the metrics and in its health.
     fn note_restart(&self, name: &'static str) {
         self.stats.actor_restarts.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +158,8 @@ impl Actor for UploaderActor {
                 s.config.pack_target_bytes,
                 s.config.full_map_every,
             )
-            .with_concurrency(s.config.upload_concurrency),
+            .with_concurrency(s.config.upload_concurrency)
+            .with_limiter(s.upload_limiter.clone()),
         );
         s.health.set("uploader", ActorState::Running, None);
     }
@@ -187,14 +201,17 @@ impl Handler<Upload> for UploaderActor {
                         shared.stats.bytes_uploaded.fetch_add(n, Ordering::Relaxed);
                     }
                     Work::Point(p) => {
-                        let id = up.commit_point(&p).await.map_err(|e| e.to_string())?;
-                        shared.stats.points_committed.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(machine = %p.machine_id, point = %id, "recovery point committed");
+                        let outcome = up.commit_point(&p).await.map_err(|e| e.to_string())?;
+                        if let Some(committed) = outcome.committed {
+                            shared.stats.points_committed.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(machine = %p.machine_id, point = %outcome.point_id, "recovery point committed");
+                            shared.stats.machines.point_committed(committed);
+                        }
                         shared.hub.send(
                             &p.machine_id,
                             wire::Frame::PointDurable(wire::PointDurable {
                                 bookmark_id: p.bookmark_id,
-                                point_id: id,
+                                point_id: outcome.point_id,
                             }),
                         );
                     }
@@ -441,6 +458,7 @@ impl DataPath {
             config,
             wake: wake.clone(),
             busy: Arc::new(AtomicBool::new(true)),
+            upload_limiter: Arc::new(UploadLimiter::default()),
         };
         for name in ["receiver", "compressor", "uploader"] {
             shared.health.set(name, ActorState::Starting, None);

@@ -5,6 +5,8 @@
 use crate::blockmap::BlockMapFile;
 use crate::cache::{Cache, Cursor};
 use crate::compress::{PointCommit, SealedBatch};
+use crate::machines::PointCommitted;
+use crate::ratelimit::UploadLimiter;
 use crate::state_file;
 use crate::ActorError;
 use futures::{StreamExt, TryStreamExt};
@@ -41,6 +43,15 @@ pub struct Uploader {
     chains: HashMap<String, PointChain>,
     described: HashSet<String>,
     concurrency: usize,
+    limiter: Arc<UploadLimiter>,
+}
+
+/// What [`Uploader::commit_point`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointOutcome {
+    pub point_id: String,
+    /// The point written now; `None` when it was already in the vault (a replay after a restart).
+    pub committed: Option<PointCommitted>,
 }
 
 impl std::fmt::Debug for Uploader {
@@ -103,7 +114,14 @@ impl Uploader {
             chains: HashMap::new(),
             described: HashSet::new(),
             concurrency: 4,
+            limiter: Arc::new(UploadLimiter::default()),
         }
+    }
+
+    /// The bandwidth limit every pack upload waits on (shared with the other uploads of the appliance).
+    pub fn with_limiter(mut self, limiter: Arc<UploadLimiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// How many pack uploads of one batch may be in flight at once (config `upload_concurrency`).
@@ -212,8 +230,11 @@ impl Uploader {
         // after every one of them is durable.
         uploaded += packs.iter().map(|p| p.size() as u64).sum::<u64>();
         let puts = packs.into_iter().map(|p| {
-            let vault = self.vault.clone();
-            async move { with_retry("put pack", ATTEMPTS, || vault.put_pack(p.clone())).await }
+            let (vault, limiter) = (self.vault.clone(), self.limiter.clone());
+            async move {
+                limiter.acquire(p.size() as u64).await;
+                with_retry("put pack", ATTEMPTS, || vault.put_pack(p.clone())).await
+            }
         });
         let entries: Vec<_> = futures::stream::iter(puts)
             .buffer_unordered(self.concurrency)
@@ -243,7 +264,7 @@ impl Uploader {
 
     /// Writes the point manifest (a delta on the machine's last point, or a full map every `full_every`
     /// points and whenever the dirty sets may be incomplete), then moves every disk's bookmark cursor.
-    pub async fn commit_point(&mut self, p: &PointCommit) -> Result<String, ActorError> {
+    pub async fn commit_point(&mut self, p: &PointCommit) -> Result<PointOutcome, ActorError> {
         let id = point_id(p.bookmark_id);
         // A compressor restarted from the cursors may hand over a point again; the first one stands.
         let logs: Vec<_> = p
@@ -256,7 +277,10 @@ impl Uploader {
                 .iter()
                 .all(|l| l.committed().bookmark_id >= p.bookmark_id)
         {
-            return Ok(id);
+            return Ok(PointOutcome {
+                point_id: id,
+                committed: None,
+            });
         }
         for (log, (disk, _, seq)) in logs.iter().zip(&p.disks) {
             if log.committed().seq < *seq {
@@ -328,7 +352,20 @@ impl Uploader {
                 )?;
             }
         }
-        Ok(id)
+        Ok(PointOutcome {
+            committed: Some(PointCommitted {
+                machine_id: manifest.machine_id.clone(),
+                point_id: id.clone(),
+                kind: manifest.kind,
+                created_unix_ms: manifest.created_unix_ms,
+                disks: p
+                    .disks
+                    .iter()
+                    .map(|(d, size, _)| (d.clone(), *size))
+                    .collect(),
+            }),
+            point_id: id,
+        })
     }
 }
 

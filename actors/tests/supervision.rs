@@ -146,6 +146,10 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
             acceptor(),
             faults.clone(),
         );
+        let mut points = dp.shared.stats.machines.subscribe();
+        // A limit far above what the test moves: exercises the limiter on every pack without slowing it.
+        dp.shared.set_upload_limit(1 << 40);
+        assert_eq!(dp.shared.upload_limit(), 1 << 40);
 
         // Round 1: every block, acknowledged (fsync'd) before the faults fire.
         let mut image = vec![0u8; (blocks * 65536) as usize];
@@ -200,6 +204,27 @@ fn panics_in_compressor_and_uploader_lose_nothing() {
                 "point {point} differs"
             );
         }
+        // Each point was announced once, in order, as it was committed (the uploader's restart replayed none).
+        let first = points.try_recv().unwrap();
+        assert_eq!(
+            (
+                first.machine_id.as_str(),
+                first.point_id.as_str(),
+                first.kind
+            ),
+            ("m1", "00000000000003e8", vault::PointKind::Crash)
+        );
+        assert_eq!(first.disks, [("disk0".to_string(), blocks * 65536)]);
+        let second = points.try_recv().unwrap();
+        assert_eq!(
+            (second.point_id.as_str(), second.kind),
+            ("00000000000007d0", vault::PointKind::App)
+        );
+        assert!(second.created_unix_ms >= first.created_unix_ms);
+        assert!(points.try_recv().is_err());
+        let facts = dp.shared.stats.machines.get("m1").unwrap();
+        assert_eq!(facts.last_point, Some(second));
+        assert!(!facts.connected, "no agent session ran");
         let machines = vault.list_machines().await.unwrap();
         assert_eq!(machines.len(), 1, "the vault describes the machine");
         assert_eq!(machines[0].disks[0].size_bytes, blocks * 65536);

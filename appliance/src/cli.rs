@@ -17,6 +17,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// API token for commands that talk to the daemon [default: <data dir>/admin-token]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,12 +34,24 @@ pub enum Command {
     Passphrase(PassphraseCommand),
     /// Print the SHA-256 fingerprint of the appliance CA (agents pin it); creates the CA if missing
     Fingerprint,
-    /// List or revoke registered agents (needs the daemon stopped)
+    /// Show the running appliance: versions, setup, actors, counters
+    Status {
+        /// Print the API's JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or revoke registered agents (through the daemon; directly when it is stopped)
     #[command(subcommand)]
     Agents(AgentsCommand),
-    /// Inspect recovery points in the vault (works while the daemon runs)
+    /// List protected machines with state, RPO and throughput (through the daemon)
+    #[command(subcommand)]
+    Machines(MachinesCommand),
+    /// Inspect recovery points (through the daemon; from the vault with --vault or when it is stopped)
     #[command(subcommand)]
     Points(PointsCommand),
+    /// Create API tokens for automation (through the daemon)
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Write a disk of a recovery point to a file (works while the daemon runs)
     Restore(RestoreArgs),
 }
@@ -65,6 +81,32 @@ pub enum AgentsCommand {
     Revoke {
         /// The agent id (see `agents list`)
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MachinesCommand {
+    /// List machines
+    List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token and print its secret (shown once)
+    Create {
+        /// What the token is for, e.g. vcenter-plugin
+        #[arg(long)]
+        name: String,
+        /// The user it acts as [default: admin]
+        #[arg(long)]
+        user: Option<String>,
+        /// Days until it expires [default: 90, at most 730]
+        #[arg(long, value_name = "DAYS")]
+        ttl_days: Option<u32>,
     },
 }
 

@@ -42,6 +42,7 @@ struct ConfigKeys {
     vault_url: Option<String>,
     vault_passphrase: Option<String>,
     azure_access_key: Option<String>,
+    admin_password_file: Option<PathBuf>,
     cache_max_bytes: u64,
     cache_dir: Option<PathBuf>,
     pack_target_bytes: u64,
@@ -61,6 +62,7 @@ impl Default for ConfigKeys {
             vault_url: None,
             vault_passphrase: None,
             azure_access_key: None,
+            admin_password_file: None,
             cache_max_bytes: 8 * GIB,
             cache_dir: None,
             pack_target_bytes: 8 * MIB,
@@ -88,6 +90,7 @@ const STRING_KEYS: &[&str] = &[
     "vault_url",
     "vault_passphrase",
     "azure_access_key",
+    "admin_password_file",
     "cache_dir",
 ];
 
@@ -124,6 +127,9 @@ pub struct Config {
     pub vault_passphrase: Option<String>,
     /// Azure storage account key for `az://` vaults.
     pub azure_access_key: Option<String>,
+    /// A file holding the first admin password: when set, first-boot setup runs unattended at
+    /// start with this configuration's defaults (the OVF first-boot unit, test harnesses).
+    pub admin_password_file: Option<PathBuf>,
     /// Upper bound of the change-log cache on disk; the receiver stops reading when it is full.
     pub cache_max_bytes: u64,
     /// Directory of the change-log cache.
@@ -153,6 +159,8 @@ impl fmt::Debug for Config {
             .field("vault_url", &self.vault_url)
             .field("vault_passphrase", &redact(&self.vault_passphrase))
             .field("azure_access_key", &redact(&self.azure_access_key))
+            // The path is not secret (the password is in the file, never read here).
+            .field("admin_password_file", &self.admin_password_file)
             .field("cache_max_bytes", &self.cache_max_bytes)
             .field("cache_dir", &self.cache_dir)
             .field("pack_target_bytes", &self.pack_target_bytes)
@@ -229,6 +237,15 @@ impl Config {
         if keys.pack_target_bytes < 64 * 1024 {
             return invalid("pack_target_bytes must be at least 65536 (one block)");
         }
+        if keys
+            .admin_password_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return invalid(
+                "admin_password_file must not be empty (leave it out for the web setup)",
+            );
+        }
         if keys.vault_passphrase.as_deref() == Some("") {
             return invalid(
                 "vault_passphrase must not be empty (leave it out to use a generated one)",
@@ -247,6 +264,7 @@ impl Config {
             vault_url,
             vault_passphrase: keys.vault_passphrase,
             azure_access_key: keys.azure_access_key,
+            admin_password_file: keys.admin_password_file,
             cache_max_bytes: keys.cache_max_bytes,
             cache_dir,
             pack_target_bytes: keys.pack_target_bytes,
@@ -288,6 +306,7 @@ mod tests {
             assert_eq!(cfg.log_format, LogFormat::Human);
             assert_eq!(cfg.vault_passphrase, None);
             assert_eq!(cfg.azure_access_key, None);
+            assert_eq!(cfg.admin_password_file, None);
             Ok(())
         });
     }
@@ -319,6 +338,7 @@ mod tests {
             jail.set_env("APPLIANCE_DATA_DIR", "/from/env");
             jail.set_env("APPLIANCE_CACHE_MAX_BYTES", "1073741824");
             jail.set_env("APPLIANCE_VAULT_URL", "az://account/container");
+            jail.set_env("APPLIANCE_ADMIN_PASSWORD_FILE", "/run/ferry/admin-pass");
             let cfg = load_in_jail(Some("custom.toml")).unwrap();
             assert_eq!(
                 cfg.data_dir,
@@ -329,6 +349,10 @@ mod tests {
             assert_eq!(cfg.upload_concurrency, 8);
             assert_eq!(cfg.cache_max_bytes, GIB);
             assert_eq!(cfg.vault_url, "az://account/container");
+            assert_eq!(
+                cfg.admin_password_file,
+                Some(PathBuf::from("/run/ferry/admin-pass"))
+            );
             assert_eq!(cfg.cache_dir, PathBuf::from("/from/env/cache"));
             assert_eq!(cfg.server_names, vec!["dr.example.test", "10.0.0.5"]);
             assert_eq!(cfg.log_format, LogFormat::Json);
@@ -413,6 +437,12 @@ mod tests {
             assert!(err.contains("pack_target_bytes"), "{err}");
             Ok(())
         });
+        Jail::expect_with(|jail| {
+            jail.create_file("appliance.toml", "admin_password_file = \"\"")?;
+            let err = load_in_jail(None).unwrap_err().to_string();
+            assert!(err.contains("admin_password_file"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
@@ -420,9 +450,11 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("APPLIANCE_VAULT_PASSPHRASE", "hunter2-secret");
             jail.set_env("APPLIANCE_AZURE_ACCESS_KEY", "azure-key-secret");
+            jail.set_env("APPLIANCE_ADMIN_PASSWORD_FILE", "/etc/ferry/first-admin");
             let cfg = load_in_jail(None).unwrap();
             assert_eq!(cfg.vault_passphrase.as_deref(), Some("hunter2-secret"));
             let shown = format!("{cfg:?}");
+            assert!(shown.contains("/etc/ferry/first-admin"), "{shown}");
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(!shown.contains("azure-key"), "{shown}");
             assert!(shown.contains("<redacted>"));
@@ -436,7 +468,9 @@ mod tests {
             jail.set_env("APPLIANCE_VAULT_PASSPHRASE", "12345");
             jail.set_env("APPLIANCE_AZURE_ACCESS_KEY", "true");
             jail.set_env("APPLIANCE_VAULT_URL", "1e5");
+            jail.set_env("APPLIANCE_ADMIN_PASSWORD_FILE", "42");
             let cfg = load_in_jail(None).unwrap();
+            assert_eq!(cfg.admin_password_file, Some(PathBuf::from("42")));
             assert_eq!(cfg.vault_passphrase.as_deref(), Some("12345"));
             assert_eq!(cfg.azure_access_key.as_deref(), Some("true"));
             assert_eq!(cfg.vault_url, "1e5");

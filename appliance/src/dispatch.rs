@@ -2,14 +2,19 @@
 
 use std::io::Write;
 
-use crate::cli::{AgentsCommand, Cli, Command, PassphraseCommand, PointsCommand, VaultArgs};
+use crate::api_client::ApiClient;
+use crate::cli::{
+    AgentsCommand, Cli, Command, MachinesCommand, PassphraseCommand, PointsCommand, TokenCommand,
+    VaultArgs,
+};
 use crate::config::Config;
 use crate::vault_access::VaultLocation;
-use crate::{agents_cmd, daemon, logging, points_cmd, secrets, tls, vault_access};
+use crate::{agents_cmd, api_cmd, daemon, logging, points_cmd, secrets, tls, vault_access};
 
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut cfg = Config::load(cli.config.as_deref())?;
+    let token_file = cli.token_file.as_deref();
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Run(args) => {
@@ -32,16 +37,64 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             writeln!(stdout, "{}", tls.ca_fingerprint())?;
             Ok(())
         }
+        Command::Status { json } => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            admin_runtime()?.block_on(api_cmd::status(&api, json, &mut stdout))
+        }
         Command::Agents(AgentsCommand::List { json }) => {
             admin_logging(&cfg)?;
+            let through_api = with_daemon(&cfg, token_file, |api| async move {
+                api_cmd::agents_list(&api, json, &mut std::io::stdout().lock()).await
+            })?;
+            if through_api {
+                return Ok(());
+            }
             agents_cmd::list(&cfg.data_dir, json, &mut stdout)
         }
         Command::Agents(AgentsCommand::Revoke { id }) => {
             admin_logging(&cfg)?;
+            let agent = id.clone();
+            let through_api = with_daemon(&cfg, token_file, |api| async move {
+                api_cmd::agents_revoke(&api, &agent, &mut std::io::stdout().lock()).await
+            })?;
+            if through_api {
+                return Ok(());
+            }
             agents_cmd::revoke(&cfg.data_dir, &id, &mut stdout)
+        }
+        Command::Machines(MachinesCommand::List { json }) => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            admin_runtime()?.block_on(api_cmd::machines_list(&api, json, &mut stdout))
+        }
+        Command::Token(TokenCommand::Create {
+            name,
+            user,
+            ttl_days,
+        }) => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            admin_runtime()?.block_on(api_cmd::token_create(
+                &api,
+                &name,
+                user.as_deref(),
+                ttl_days,
+                &mut stdout,
+            ))
         }
         Command::Points(PointsCommand::List(args)) => {
             admin_logging(&cfg)?;
+            let explicit_vault = args.vault.url.is_some() || args.vault.vault_passphrase_file.is_some();
+            if !explicit_vault {
+                let json = args.json;
+                let through_api = with_daemon(&cfg, token_file, |api| async move {
+                    api_cmd::points_list(&api, json, &mut std::io::stdout().lock()).await
+                })?;
+                if through_api {
+                    return Ok(());
+                }
+            }
             let loc = vault_location(&cfg, &args.vault)?;
             admin_runtime()?.block_on(async {
                 let vault = vault_access::open_vault_readonly(&loc).await?;
@@ -56,6 +109,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 points_cmd::restore(&vault, &args, &mut stdout).await
             })
         }
+    }
+}
+
+/// Runs `call` against the daemon's API. `Ok(false)` when there is no daemon to ask (no admin token
+/// yet, or nothing listening), so the caller can do the same work offline.
+fn with_daemon<F, Fut>(
+    cfg: &Config,
+    token_file: Option<&std::path::Path>,
+    call: F,
+) -> anyhow::Result<bool>
+where
+    F: FnOnce(ApiClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let token_path =
+        token_file.map_or_else(|| crate::api_client::admin_token_path(&cfg.data_dir), Into::into);
+    if !token_path.exists() {
+        return Ok(false);
+    }
+    let api = ApiClient::from_config(cfg, token_file)?;
+    match admin_runtime()?.block_on(call(api)) {
+        Ok(()) => Ok(true),
+        Err(err) if api_cmd::daemon_absent(&err) => Ok(false),
+        Err(err) => Err(err),
     }
 }
 

@@ -2,6 +2,8 @@
 //! the binary stays a thin shell and tests can drive every part.
 
 pub mod agents_cmd;
+pub mod api_client;
+pub mod api_cmd;
 pub mod cli;
 pub mod config;
 pub mod daemon;

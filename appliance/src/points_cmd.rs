@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -14,8 +14,8 @@ use vault::{PointKind, PointSummary, RestoreFormat, RestoreRequest, Vault};
 
 use crate::cli::{ImageFormat, RestoreArgs};
 
-/// Chunk fetches in flight when `--parallelism` is not given.
-const DEFAULT_RESTORE_PARALLELISM: usize = 8;
+/// Chunk fetches in flight when `--parallelism` is not given (and for restore jobs).
+pub const DEFAULT_RESTORE_PARALLELISM: usize = 8;
 /// Progress redraws at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
@@ -135,14 +135,29 @@ pub async fn list(vault: &Vault, json: bool, out: &mut impl Write) -> anyhow::Re
     write_points(&point_rows(&points), json, out)
 }
 
+/// Why a point argument names nothing restorable (the CLI and restore jobs share it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PointLookupError {
+    #[error("point {point} of machine {machine} has no disk {disk}")]
+    NoDisk {
+        machine: String,
+        point: String,
+        disk: String,
+    },
+    #[error("machine {machine} has no point {point}")]
+    NoPoint { machine: String, point: String },
+    #[error("machine {machine} has no point with disk {disk}")]
+    NoPointWithDisk { machine: String, disk: String },
+}
+
 /// The point id a `--point` argument names: itself, or for "latest" the newest point of the
-/// machine that holds the disk.
+/// machine that holds the disk (ties broken by the larger point id).
 pub fn resolve_point(
     points: &[PointSummary],
     machine: &str,
     disk: &str,
     wanted: &str,
-) -> anyhow::Result<String> {
+) -> Result<String, PointLookupError> {
     let holding: Vec<&PointSummary> = points
         .iter()
         .filter(|p| p.machine_id == machine && p.disks.iter().any(|(d, _)| d == disk))
@@ -155,15 +170,25 @@ pub fn resolve_point(
             .iter()
             .any(|p| p.machine_id == machine && p.point_id == wanted)
         {
-            bail!("point {wanted} of machine {machine} has no disk {disk}");
+            return Err(PointLookupError::NoDisk {
+                machine: machine.into(),
+                point: wanted.into(),
+                disk: disk.into(),
+            });
         }
-        bail!("machine {machine} has no point {wanted} (see `appliance points list`)");
+        return Err(PointLookupError::NoPoint {
+            machine: machine.into(),
+            point: wanted.into(),
+        });
     }
     holding
         .into_iter()
         .max_by(|a, b| (a.created_unix_ms, &a.point_id).cmp(&(b.created_unix_ms, &b.point_id)))
         .map(|p| p.point_id.clone())
-        .with_context(|| format!("machine {machine} has no point with disk {disk}"))
+        .ok_or_else(|| PointLookupError::NoPointWithDisk {
+            machine: machine.into(),
+            disk: disk.into(),
+        })
 }
 
 fn restore_format(format: ImageFormat) -> RestoreFormat {
@@ -231,7 +256,11 @@ pub async fn restore(
         );
     }
     let points = vault.list_points().await?;
-    let point_id = resolve_point(&points, &args.machine, &args.disk, &args.point)?;
+    let point_id =
+        resolve_point(&points, &args.machine, &args.disk, &args.point).map_err(|e| match e {
+            PointLookupError::NoPoint { .. } => anyhow!("{e} (see `appliance points list`)"),
+            other => other.into(),
+        })?;
     let request = RestoreRequest {
         machine_id: args.machine.clone(),
         disk_id: args.disk.clone(),

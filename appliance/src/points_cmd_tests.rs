@@ -107,6 +107,50 @@ fn latest_is_the_newest_point_holding_the_disk() {
 }
 
 #[test]
+fn lookup_errors_are_typed() {
+    let points = sample();
+    assert_eq!(
+        resolve_point(&points, "vm-a", "disk1", "p1"),
+        Err(PointLookupError::NoDisk {
+            machine: "vm-a".into(),
+            point: "p1".into(),
+            disk: "disk1".into(),
+        })
+    );
+    // p3 exists, but on another machine.
+    assert_eq!(
+        resolve_point(&points, "vm-a", "disk0", "p3"),
+        Err(PointLookupError::NoPoint {
+            machine: "vm-a".into(),
+            point: "p3".into(),
+        })
+    );
+    assert_eq!(
+        resolve_point(&points, "vm-b", "disk1", "latest"),
+        Err(PointLookupError::NoPointWithDisk {
+            machine: "vm-b".into(),
+            disk: "disk1".into(),
+        })
+    );
+    // "latest" is a keyword, never a point id looked up as such.
+    assert!(resolve_point(&[], "vm-a", "disk0", "latest").is_err());
+}
+
+#[test]
+fn latest_breaks_time_ties_by_point_id() {
+    let points = vec![
+        summary("vm-a", "p-b", 5, &[("disk0", 1)]),
+        summary("vm-a", "p-c", 5, &[("disk0", 1)]),
+        summary("vm-a", "p-a", 5, &[("disk0", 1)]),
+        summary("vm-a", "p-z", 4, &[("disk0", 1)]),
+    ];
+    assert_eq!(
+        resolve_point(&points, "vm-a", "disk0", "latest").unwrap(),
+        "p-c"
+    );
+}
+
+#[test]
 fn sizes_and_times_are_readable() {
     assert_eq!(human_bytes(0), "0 B");
     assert_eq!(human_bytes(1023), "1023 B");

@@ -1,26 +1,65 @@
 //! The agent registry the receiver consults: registration with the passphrase, admission of
-//! certificate-bearing agents, and last-seen bookkeeping, all kept in [`State`].
+//! certificate-bearing agents, and last-seen bookkeeping, all kept in [`State`]. It also revokes agents
+//! (ending a live session) and rotates the registration passphrase.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use actors::registry::{AgentCredentials, AgentRegistry, Refusal};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::secrets::normalize_passphrase;
-use crate::state::{now_rfc3339, AgentRecord, State};
+use crate::files::{self, PRIVATE_FILE_MODE};
+use crate::mgmt::MgmtError;
+use crate::secrets::{generate_passphrase, normalize_passphrase};
+use crate::state::{now_rfc3339, AgentRecord, State, StateError};
 use crate::tls::ApplianceTls;
 
 /// Longest hostname kept; longer ones are cut (the agent reports it, the appliance displays it).
 const MAX_HOSTNAME_CHARS: usize = 255;
+/// Symbols of a generated registration passphrase (as at first start: about 111 bits).
+const GENERATED_SYMBOLS: usize = 24;
+/// Bounds of an operator-chosen passphrase, counted after normalizing (case, spaces, dashes ignored).
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+pub const MAX_PASSPHRASE_CHARS: usize = 256;
+
+/// Why a passphrase rotation failed. Nothing changed in any case: the old passphrase still works.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("passphrase: {0}")]
+    Invalid(String),
+    #[error(
+        "the registry was not told where the passphrase file is, so a new one could not be kept"
+    )]
+    NoPassphraseFile,
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<RotateError> for MgmtError {
+    fn from(err: RotateError) -> MgmtError {
+        match err {
+            RotateError::Invalid(message) => MgmtError::invalid("passphrase", message),
+            RotateError::State(e) => e.into(),
+            other => MgmtError::Internal(other.to_string()),
+        }
+    }
+}
 
 /// Agent registry backed by sled and the appliance CA.
 pub struct Registry {
     state: State,
     tls: Arc<ApplianceTls>,
     /// SHA-256 of the normalized passphrase: comparing digests takes the same time whatever
-    /// the length or content of the guess.
-    passphrase_digest: [u8; 32],
+    /// the length or content of the guess. Swapped by a rotation.
+    passphrase_digest: RwLock<[u8; 32]>,
+    /// Where the passphrase is kept, so a rotation survives a restart.
+    passphrase_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -31,6 +70,27 @@ impl std::fmt::Debug for Registry {
 
 fn digest(passphrase: &str) -> [u8; 32] {
     Sha256::digest(normalize_passphrase(passphrase).as_bytes()).into()
+}
+
+/// An operator-chosen passphrase: long enough to resist guessing, short enough to type, one line.
+fn check_passphrase(given: &str) -> Result<(), RotateError> {
+    if given.chars().any(char::is_control) {
+        return Err(RotateError::Invalid(
+            "must be one line without control characters".into(),
+        ));
+    }
+    let n = normalize_passphrase(given).chars().count();
+    if n < MIN_PASSPHRASE_CHARS {
+        return Err(RotateError::Invalid(format!(
+            "must have at least {MIN_PASSPHRASE_CHARS} characters besides spaces and dashes"
+        )));
+    }
+    if given.chars().count() > MAX_PASSPHRASE_CHARS {
+        return Err(RotateError::Invalid(format!(
+            "must have at most {MAX_PASSPHRASE_CHARS} characters"
+        )));
+    }
+    Ok(())
 }
 
 /// A hostname fit for storage and display: no control characters, bounded length.
@@ -53,8 +113,92 @@ impl Registry {
         Registry {
             state,
             tls,
-            passphrase_digest: digest(registration_passphrase),
+            passphrase_digest: RwLock::new(digest(registration_passphrase)),
+            passphrase_file: None,
         }
+    }
+
+    /// Tells the registry which file holds the passphrase (`<data dir>/registration-passphrase`), so
+    /// [`Registry::rotate_passphrase`] can replace it.
+    pub fn with_passphrase_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.passphrase_file = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Revokes an agent (durably, audited as `actor` from `source`) and ends its live session, if any,
+    /// through `hub`. Revoking twice is harmless and audited once.
+    pub fn revoke(
+        &self,
+        hub: Option<&actors::hub::Hub>,
+        agent_id: &str,
+        actor: &str,
+        source: &str,
+    ) -> Result<AgentRecord, StateError> {
+        let mut record = self
+            .state
+            .agent(agent_id)?
+            .ok_or_else(|| StateError::UnknownAgent(agent_id.to_string()))?;
+        if !record.revoked {
+            record.revoked = true;
+            self.state.put_agent(agent_id, &record)?;
+            self.state.audit_as(
+                actor,
+                source,
+                "agent_revoked",
+                &format!("{agent_id} ({})", record.hostname),
+            )?;
+        }
+        // Durable before the kick: the session's reconnect must find the agent revoked.
+        self.state.flush()?;
+        if hub.is_some_and(|h| h.disconnect(agent_id)) {
+            tracing::info!(%agent_id, "revoked agent's live session ended");
+        }
+        Ok(record)
+    }
+
+    /// Replaces the registration passphrase with `new`, or with a generated one, and returns it (shown
+    /// once). Registered agents keep working: they authenticate with their certificates. The file is
+    /// replaced atomically (0600) before the new passphrase takes effect, so a failure changes nothing.
+    pub fn rotate_passphrase(
+        &self,
+        new: Option<&str>,
+        actor: &str,
+        source: &str,
+    ) -> Result<String, RotateError> {
+        let passphrase = match new {
+            Some(given) => {
+                check_passphrase(given)?;
+                given.trim().to_string()
+            }
+            None => generate_passphrase(GENERATED_SYMBOLS),
+        };
+        let path = self
+            .passphrase_file
+            .as_ref()
+            .ok_or(RotateError::NoPassphraseFile)?;
+        // Held across the write so two rotations cannot leave the file and the digest disagreeing.
+        let mut current = self.passphrase_digest.write().expect("passphrase lock");
+        files::replace_file(
+            path,
+            format!("{passphrase}\n").as_bytes(),
+            PRIVATE_FILE_MODE,
+        )
+        .map_err(|source| RotateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        *current = digest(&passphrase);
+        drop(current);
+        let how = if new.is_some() {
+            "set by the operator"
+        } else {
+            "generated"
+        };
+        self.state
+            .audit_as(actor, source, "registration_passphrase_rotated", how)?;
+        self.state.flush()?;
+        tracing::info!(%actor, "registration passphrase rotated");
+        Ok(passphrase)
     }
 
     /// The state this registry writes to (for listing and revoking agents through the API).
@@ -63,7 +207,9 @@ impl Registry {
     }
 
     fn passphrase_matches(&self, offered: &str) -> bool {
-        digest(offered).ct_eq(&self.passphrase_digest).into()
+        let offered = digest(offered);
+        let current = self.passphrase_digest.read().expect("passphrase lock");
+        offered.ct_eq(&*current).into()
     }
 }
 
@@ -213,6 +359,156 @@ mod tests {
         assert!(record.last_seen.is_some());
         reg.seen("ghost", "x");
         assert!(reg.state().agent("ghost").unwrap().is_none());
+    }
+
+    fn rotating_registry(dir: &std::path::Path) -> (Registry, std::path::PathBuf) {
+        let path = dir.join(crate::secrets::REGISTRATION_PASSPHRASE_FILE);
+        std::fs::write(&path, format!("{PASSPHRASE}\n")).unwrap();
+        (registry(dir).with_passphrase_file(&path), path)
+    }
+
+    #[test]
+    fn rotation_refuses_the_old_passphrase_and_accepts_the_new() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, path) = rotating_registry(dir.path());
+        let before = reg.register(PASSPHRASE, "registered-before").unwrap();
+
+        let generated = reg.rotate_passphrase(None, "admin", "10.0.0.9").unwrap();
+        assert_ne!(
+            normalize_passphrase(&generated),
+            normalize_passphrase(PASSPHRASE)
+        );
+        assert_eq!(normalize_passphrase(&generated).len(), GENERATED_SYMBOLS);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{generated}\n")
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(
+            reg.register(PASSPHRASE, "late"),
+            Err(Refusal::BadPassphrase)
+        ));
+        assert!(reg.register(&generated, "new").is_ok());
+        // Agents registered before keep replicating: they present certificates, not the passphrase.
+        assert!(reg.admit(&before.agent_id).is_ok());
+        let audit = reg.state().recent_audit(10).unwrap();
+        let audit = audit
+            .iter()
+            .find(|e| e.event == "registration_passphrase_rotated")
+            .expect("the rotation is audited");
+        assert_eq!(
+            (audit.actor.as_str(), audit.source.as_str()),
+            ("admin", "10.0.0.9")
+        );
+        assert!(!audit.detail.contains(&generated), "never audit the secret");
+
+        let chosen = reg
+            .rotate_passphrase(Some("  our own pass phrase 2026 "), "admin", "local")
+            .unwrap();
+        assert_eq!(chosen, "our own pass phrase 2026");
+        assert!(reg.register("OUR-OWN-PASS-PHRASE-2026", "typed").is_ok());
+        assert!(matches!(
+            reg.register(&generated, "late"),
+            Err(Refusal::BadPassphrase)
+        ));
+    }
+
+    #[test]
+    fn a_failed_rotation_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, path) = rotating_registry(dir.path());
+        let too_long = "x".repeat(MAX_PASSPHRASE_CHARS + 1);
+        for bad in [
+            "",
+            "short-1234",
+            "-- -- -- -- -- -- -- --",
+            "twelve chars\nand a line break",
+            "with a tab\tinside it here",
+            too_long.as_str(),
+        ] {
+            let err = reg
+                .rotate_passphrase(Some(bad), "admin", "local")
+                .unwrap_err();
+            assert!(matches!(err, RotateError::Invalid(_)), "{bad:?}: {err}");
+            assert_eq!(MgmtError::from(err).code(), "invalid_field");
+        }
+        // No file configured: refused rather than changed in memory only (a restart would undo it).
+        let sibling = || Registry::new(reg.state().clone(), reg.tls.clone(), PASSPHRASE);
+        let err = sibling()
+            .rotate_passphrase(None, "admin", "local")
+            .unwrap_err();
+        assert!(matches!(err, RotateError::NoPassphraseFile), "{err}");
+        // The file cannot be written: the old passphrase stays.
+        let reg_missing = sibling().with_passphrase_file(dir.path().join("gone/pp"));
+        let err = reg_missing
+            .rotate_passphrase(None, "admin", "local")
+            .unwrap_err();
+        assert!(matches!(err, RotateError::Io { .. }), "{err}");
+        assert_eq!(MgmtError::from(err).code(), "internal");
+        assert!(reg_missing.register(PASSPHRASE, "still").is_ok());
+
+        assert!(reg.register(PASSPHRASE, "still").is_ok());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{PASSPHRASE}\n")
+        );
+        assert!(reg
+            .state()
+            .recent_audit(50)
+            .unwrap()
+            .iter()
+            .all(|e| e.event != "registration_passphrase_rotated"));
+    }
+
+    #[tokio::test]
+    async fn revoke_marks_audits_and_ends_the_live_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path());
+        let creds = reg.register(PASSPHRASE, "db01").unwrap();
+        let hub = actors::hub::Hub::default();
+        let (_claim, mut stop) = hub.claim(&creds.agent_id).await;
+
+        let record = reg
+            .revoke(Some(&hub), &creds.agent_id, "alice", "192.0.2.7")
+            .unwrap();
+        assert!(record.revoked);
+        tokio::time::timeout(std::time::Duration::from_secs(10), stop.changed())
+            .await
+            .expect("the session is told at once")
+            .unwrap();
+        assert_eq!(*stop.borrow(), actors::hub::StopReason::Disconnected);
+        assert!(matches!(
+            reg.admit(&creds.agent_id),
+            Err(Refusal::Revoked(_))
+        ));
+        let audit = reg.state().recent_audit(1).unwrap().remove(0);
+        assert_eq!(
+            (
+                audit.event.as_str(),
+                audit.actor.as_str(),
+                audit.source.as_str()
+            ),
+            ("agent_revoked", "alice", "192.0.2.7")
+        );
+        assert!(audit.detail.contains("db01"));
+
+        // Again (and without a data path): harmless, audited once.
+        reg.revoke(None, &creds.agent_id, "alice", "192.0.2.7")
+            .unwrap();
+        let revocations = reg
+            .state()
+            .recent_audit(50)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event == "agent_revoked")
+            .count();
+        assert_eq!(revocations, 1);
+        assert!(matches!(
+            reg.revoke(Some(&hub), "nobody", "alice", "local"),
+            Err(StateError::UnknownAgent(_))
+        ));
     }
 
     #[test]

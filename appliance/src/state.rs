@@ -284,6 +284,26 @@ impl State {
         Ok(())
     }
 
+    /// One page of the audit log, newest first, and the number of events in all.
+    pub fn audit_page(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, usize), StateError> {
+        let events = self
+            .audit
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .map(|entry| {
+                let (key, raw) = entry?;
+                decode_json(AUDIT_TREE, hex::encode(&key), &raw)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((events, self.audit.len()))
+    }
+
     /// The most recent `limit` audit events, oldest first.
     pub fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StateError> {
         let mut events: Vec<AuditEvent> = self

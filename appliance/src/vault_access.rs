@@ -1,64 +1,210 @@
-//! Finding and opening the vault: created by the daemon on first start, only ever opened by
-//! the admin commands (which may run on a machine with no data dir at all, given the vault URL
-//! and the passphrase).
+//! Finding, testing and opening the vault. First-boot setup creates it and records where it is
+//! in `<data dir>/vault-location.json`; the daemon and the admin commands only ever open it (the
+//! commands may run on a machine with no data dir at all, given the vault URL and passphrase).
+//!
+//! `vault-location.json` (0600) is JSON tagged with its format and version, like the data path's
+//! state files:
+//!
+//! ```text
+//! {"format":"ferry-vault-location","version":1,"url":"az://acct/c?endpoint=..",
+//!  "azure_access_key":"..","s3_access_key_id":null,"s3_secret_access_key":null,
+//!  "s3_region":null,"s3_endpoint":null}
+//! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use vault::{KdfParams, StoreOptions, Vault, VaultError};
+use serde::{Deserialize, Serialize};
+use vault::{KdfParams, ObjectStore, StoreOptions, Vault, VaultError};
 
 use crate::config::Config;
+use crate::files::{self, PRIVATE_FILE_MODE};
 use crate::secrets;
 
-/// Everything needed to open a vault.
-#[derive(Clone)]
-pub struct VaultLocation {
-    pub url: String,
-    pub passphrase: String,
-    pub azure_access_key: Option<String>,
+pub const VAULT_LOCATION_FILE: &str = "vault-location.json";
+const LOCATION_FORMAT: &str = "ferry-vault-location";
+const LOCATION_VERSION: u32 = 1;
+
+/// How long setup's connectivity test may take before the target counts as unreachable.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn vault_location_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(VAULT_LOCATION_FILE)
 }
 
-impl std::fmt::Debug for VaultLocation {
+/// Where the vault is and the credentials of its store (not the passphrase).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultTarget {
+    pub url: String,
+    pub azure_access_key: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for VaultTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VaultLocation")
+        f.debug_struct("VaultTarget")
             .field("url", &self.url)
+            .field("s3_region", &self.s3_region)
+            .field("s3_endpoint", &self.s3_endpoint)
             .finish_non_exhaustive()
     }
 }
 
-impl VaultLocation {
-    /// The configured vault, overridden by `--vault` and `--vault-passphrase-file`. With both
-    /// flags given nothing of the data dir is read.
-    pub fn resolve(
-        cfg: &Config,
-        url: Option<&str>,
-        passphrase_file: Option<&Path>,
-    ) -> anyhow::Result<VaultLocation> {
-        let passphrase = match passphrase_file {
-            Some(file) => secrets::read_secret_file(file)?,
-            None => secrets::read_vault_passphrase(cfg)?,
-        };
-        Ok(VaultLocation {
-            url: url.unwrap_or(&cfg.vault_url).to_string(),
-            passphrase,
+/// What kind of store a vault URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    Azure,
+    S3,
+}
+
+impl VaultTarget {
+    /// The target of the configuration alone (no location file).
+    pub fn from_config(cfg: &Config) -> VaultTarget {
+        VaultTarget {
+            url: cfg.vault_url.clone(),
             azure_access_key: cfg.azure_access_key.clone(),
-        })
+            ..VaultTarget::default()
+        }
     }
 
-    fn store_options(&self) -> StoreOptions {
+    pub fn kind(&self) -> StoreKind {
+        if self.url.starts_with("az://") {
+            StoreKind::Azure
+        } else if self.url.starts_with("s3://") {
+            StoreKind::S3
+        } else {
+            StoreKind::Local
+        }
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             azure_access_key: self.azure_access_key.clone(),
+            s3_access_key_id: self.s3_access_key_id.clone(),
+            s3_secret_access_key: self.s3_secret_access_key.clone(),
+            s3_region: self.s3_region.clone(),
+            s3_endpoint: self.s3_endpoint.clone(),
             // Plain http is the operator's explicit choice in the URL (emulators, labs).
             allow_http: true,
         }
     }
 
     /// The local folder of a `file://` or plain-path vault; `None` for remote stores.
-    fn local_dir(&self) -> Option<PathBuf> {
-        if let Some(rest) = self.url.strip_prefix("file://") {
-            return Some(PathBuf::from(rest));
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        if self.url.starts_with("file://") {
+            // As the store reads it (percent-decoded); a relative file:// is no folder at all.
+            return url::Url::parse(&self.url).ok()?.to_file_path().ok();
         }
         (!self.url.contains("://")).then(|| PathBuf::from(&self.url))
+    }
+
+    pub fn open_store(&self) -> Result<Arc<dyn ObjectStore>, VaultError> {
+        vault::open_store(&self.url, &self.store_options())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct LocationFile {
+    format: String,
+    version: u32,
+    #[serde(flatten)]
+    target: VaultTarget,
+}
+
+/// The bytes of `vault-location.json` for `target`.
+pub fn encode_location(target: &VaultTarget) -> Vec<u8> {
+    let file = LocationFile {
+        format: LOCATION_FORMAT.to_string(),
+        version: LOCATION_VERSION,
+        target: target.clone(),
+    };
+    serde_json::to_vec_pretty(&file).expect("vault locations serialize")
+}
+
+fn decode_location(path: &Path, bytes: &[u8]) -> anyhow::Result<VaultTarget> {
+    let file: LocationFile =
+        serde_json::from_slice(bytes).with_context(|| format!("{} is corrupt", path.display()))?;
+    if file.format != LOCATION_FORMAT {
+        bail!(
+            "{} is a {:?} file, expected {LOCATION_FORMAT:?}",
+            path.display(),
+            file.format
+        );
+    }
+    if file.version != LOCATION_VERSION {
+        bail!(
+            "{}: format version {} is not supported (this build reads {LOCATION_VERSION})",
+            path.display(),
+            file.version
+        );
+    }
+    Ok(file.target)
+}
+
+/// Writes `<data dir>/vault-location.json` (0600, atomically, replacing any previous one).
+pub fn write_location_file(data_dir: &Path, target: &VaultTarget) -> std::io::Result<()> {
+    files::replace_file(
+        &vault_location_path(data_dir),
+        &encode_location(target),
+        PRIVATE_FILE_MODE,
+    )
+}
+
+/// Reads `<data dir>/vault-location.json`; `None` before setup wrote it.
+pub fn read_location_file(data_dir: &Path) -> anyhow::Result<Option<VaultTarget>> {
+    let path = vault_location_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => decode_location(&path, &bytes).map(Some),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Everything needed to open a vault.
+#[derive(Clone)]
+pub struct VaultLocation {
+    pub target: VaultTarget,
+    pub passphrase: String,
+}
+
+impl std::fmt::Debug for VaultLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultLocation")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultLocation {
+    /// Which vault to open: `--vault` (with the configuration's credentials), else the location
+    /// setup recorded in the data dir, else the configuration. The passphrase: the
+    /// `--vault-passphrase-file`, else the data dir's `vault-passphrase`, else the
+    /// configuration's. With both flags given nothing of the data dir is read.
+    pub fn resolve(
+        cfg: &Config,
+        url: Option<&str>,
+        passphrase_file: Option<&Path>,
+    ) -> anyhow::Result<VaultLocation> {
+        let target = match url {
+            Some(url) => VaultTarget {
+                url: url.to_string(),
+                ..VaultTarget::from_config(cfg)
+            },
+            None => {
+                read_location_file(&cfg.data_dir)?.unwrap_or_else(|| VaultTarget::from_config(cfg))
+            }
+        };
+        let passphrase = match passphrase_file {
+            Some(file) => secrets::read_secret_file(file)?,
+            None => secrets::read_vault_passphrase(cfg)?,
+        };
+        Ok(VaultLocation { target, passphrase })
     }
 }
 
@@ -75,143 +221,88 @@ fn explain(err: VaultError, url: &str) -> anyhow::Error {
 
 /// Opens an existing vault; never creates one (nor, for a local vault, its folder).
 pub async fn open_vault_readonly(loc: &VaultLocation) -> anyhow::Result<Vault> {
-    if let Some(dir) = loc.local_dir() {
+    let url = &loc.target.url;
+    if let Some(dir) = loc.target.local_dir() {
         if !dir.is_dir() {
             bail!(
-                "there is no vault at {}: {} does not exist",
-                loc.url,
+                "there is no vault at {url}: {} does not exist",
                 dir.display()
             );
         }
     }
-    let store =
-        vault::open_store(&loc.url, &loc.store_options()).map_err(|e| explain(e, &loc.url))?;
+    let store = loc.target.open_store().map_err(|e| explain(e, url))?;
     Vault::open(store, &loc.passphrase)
         .await
-        .map_err(|e| explain(e, &loc.url))
+        .map_err(|e| explain(e, url))
 }
 
-/// Opens the configured vault, creating it (and an Azure container) on first start.
+/// Opens the vault at `target`, creating it (and an Azure container) when there is none.
 /// Returns the vault and whether it was created now.
-pub async fn open_or_create_vault(cfg: &Config, passphrase: &str) -> anyhow::Result<(Vault, bool)> {
-    let loc = VaultLocation {
-        url: cfg.vault_url.clone(),
-        passphrase: passphrase.to_string(),
-        azure_access_key: cfg.azure_access_key.clone(),
-    };
-    let opts = loc.store_options();
-    if loc.url.starts_with("az://") {
-        vault::ensure_azure_container(&loc.url, &opts)
-            .await
-            .with_context(|| format!("creating the Azure container of {}", loc.url))?;
+pub async fn open_or_create(
+    target: &VaultTarget,
+    passphrase: &str,
+    kdf: KdfParams,
+) -> Result<(Vault, bool), VaultError> {
+    if target.kind() == StoreKind::Azure {
+        vault::ensure_azure_container(&target.url, &target.store_options()).await?;
     }
-    let store = vault::open_store(&loc.url, &opts).map_err(|e| explain(e, &loc.url))?;
-    let initialized = Vault::is_initialized(&store)
-        .await
-        .map_err(|e| explain(e, &loc.url))?;
-    if initialized {
-        let vault = Vault::open(store, passphrase)
-            .await
-            .map_err(|e| explain(e, &loc.url))?;
-        return Ok((vault, false));
+    let store = target.open_store()?;
+    if Vault::is_initialized(&store).await? {
+        return Ok((Vault::open(store, passphrase).await?, false));
     }
-    match Vault::create(store.clone(), passphrase, KdfParams::default()).await {
+    match Vault::create(store.clone(), passphrase, kdf).await {
         Ok(vault) => {
-            tracing::info!(url = %loc.url, "created a new vault");
+            tracing::info!(url = %target.url, "created a new vault");
             Ok((vault, true))
         }
-        // Another appliance (or a restart racing us) created it in between: open theirs.
-        Err(VaultError::AlreadyInitialized) => {
-            let vault = Vault::open(store, passphrase)
-                .await
-                .map_err(|e| explain(e, &loc.url))?;
-            Ok((vault, false))
-        }
-        Err(e) => Err(explain(e, &loc.url)),
+        // Created in between (a restart racing us, another appliance): open it.
+        Err(VaultError::AlreadyInitialized) => Ok((Vault::open(store, passphrase).await?, false)),
+        Err(e) => Err(e),
     }
+}
+
+/// Setup's connectivity test: the target accepts a write and a delete, within
+/// [`PROBE_TIMEOUT`]. A local folder is created; an Azure container too (setup would create
+/// it anyway). Returns whether the target already holds a Ferry vault; the error is a sentence
+/// for the person at the form.
+pub async fn probe_target(target: &VaultTarget) -> Result<bool, String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, probe_inner(target)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "{} did not answer within {} s",
+            target.url,
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn probe_inner(target: &VaultTarget) -> Result<bool, String> {
+    let url = &target.url;
+    let name = format!(".ferry-setup-probe-{}", uuid::Uuid::new_v4().simple());
+    if let Some(dir) = target.local_dir() {
+        // Checked by hand first: object_store would report only "generic error".
+        let probe = dir.join(&name);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&probe, b"probe"))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| format!("the folder {} is not writable: {e}", dir.display()))?;
+    }
+    if target.kind() == StoreKind::Azure {
+        vault::ensure_azure_container(url, &target.store_options())
+            .await
+            .map_err(|e| format!("cannot reach or create the container of {url}: {e}"))?;
+    }
+    let store = target
+        .open_store()
+        .map_err(|e| format!("{url} is not a usable vault URL: {e}"))?;
+    vault::probe_write(store.as_ref(), &name)
+        .await
+        .map_err(|e| format!("writing and deleting a test object in {url} failed: {e}"))?;
+    Vault::is_initialized(&store)
+        .await
+        .map_err(|e| format!("reading {url} failed: {e}"))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config_with_vault(url: &str) -> Config {
-        let figment = figment::Figment::new()
-            .merge(figment::providers::Serialized::default("vault_url", url))
-            .merge(figment::providers::Serialized::default(
-                "vault_passphrase",
-                "pw",
-            ));
-        Config::from_figment(figment).unwrap()
-    }
-
-    /// Argon2 with the default 64 MiB is slow in debug builds; these tests create once.
-    #[tokio::test]
-    async fn create_then_open_then_wrong_passphrase() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("vault").to_string_lossy().into_owned();
-        let cfg = config_with_vault(&url);
-        let (_, created) = open_or_create_vault(&cfg, "pw").await.unwrap();
-        assert!(created);
-        let (_, created) = open_or_create_vault(&cfg, "pw").await.unwrap();
-        assert!(!created);
-
-        let loc = VaultLocation::resolve(&cfg, None, None).unwrap();
-        let vault = open_vault_readonly(&loc).await.unwrap();
-        assert!(vault.list_points().await.unwrap().is_empty());
-
-        let wrong = VaultLocation {
-            passphrase: "nope".into(),
-            ..loc
-        };
-        let err = open_vault_readonly(&wrong).await.unwrap_err().to_string();
-        assert!(err.contains("passphrase does not open"), "{err}");
-        let err = open_or_create_vault(&cfg, "nope")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("passphrase does not open"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn readonly_open_never_creates() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("absent");
-        let loc = VaultLocation {
-            url: missing.to_string_lossy().into_owned(),
-            passphrase: "pw".into(),
-            azure_access_key: None,
-        };
-        let err = open_vault_readonly(&loc).await.unwrap_err().to_string();
-        assert!(err.contains("there is no vault"), "{err}");
-        assert!(!missing.exists());
-
-        std::fs::create_dir(&missing).unwrap();
-        let err = open_vault_readonly(&loc).await.unwrap_err().to_string();
-        assert!(err.contains("there is no vault"), "{err}");
-    }
-
-    #[test]
-    fn flags_override_the_configuration() {
-        let dir = tempfile::tempdir().unwrap();
-        let pass_file = dir.path().join("pass");
-        std::fs::write(&pass_file, "from-file\n").unwrap();
-        let cfg = config_with_vault("/configured");
-        let loc =
-            VaultLocation::resolve(&cfg, Some("file:///elsewhere"), Some(&pass_file)).unwrap();
-        assert_eq!(loc.url, "file:///elsewhere");
-        assert_eq!(loc.passphrase, "from-file");
-        assert_eq!(loc.local_dir(), Some(PathBuf::from("/elsewhere")));
-        let loc = VaultLocation::resolve(&cfg, None, None).unwrap();
-        assert_eq!(
-            (loc.url.as_str(), loc.passphrase.as_str()),
-            ("/configured", "pw")
-        );
-        let az = VaultLocation {
-            url: "az://acct/c".into(),
-            ..loc
-        };
-        assert_eq!(az.local_dir(), None);
-        assert!(!format!("{az:?}").contains("pw"));
-    }
-}
+#[path = "vault_access_tests.rs"]
+mod tests;

@@ -1,8 +1,9 @@
 //! The management listener of a real `appliance run`: health, readiness, metrics, 404, and a clean stop
-//! on SIGTERM. Everything talks HTTPS to 127.0.0.1, trusting only the appliance's own CA.
+//! on SIGTERM; the daemon's phases before first-boot setup is complete. Everything talks HTTPS to
+//! 127.0.0.1, trusting only the appliance's own CA.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -20,16 +21,31 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Passes every password rule; the daemons here set themselves up with it unattended.
+const ADMIN_PASSWORD: &str = "Web-Test-Admin-Passw0rd";
+
 /// A running `appliance run`, killed on drop if a test failed before stopping it.
 struct Daemon {
     dir: tempfile::TempDir,
     child: Child,
     management: String,
+    data_port: u16,
 }
 
 impl Daemon {
+    /// A daemon that sets itself up at start (`admin_password_file`), as the OVF's first boot does.
     fn spawn(management_port: u16) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Daemon::spawn_in(tempfile::tempdir().unwrap(), management_port, true, &[])
+    }
+
+    /// A daemon in `dir` (a data dir of an earlier daemon is reused), unattended or waiting for
+    /// the web setup.
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        management_port: u16,
+        unattended: bool,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_appliance"));
         cmd.current_dir(dir.path())
             .arg("run")
@@ -40,21 +56,54 @@ impl Daemon {
             }
         }
         let management = format!("127.0.0.1:{management_port}");
+        let data_port = free_port();
+        let append = |name: &str| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.path().join(name))
+                .unwrap()
+        };
         cmd.env("APPLIANCE_DATA_DIR", dir.path().join("data"))
-            .env(
-                "APPLIANCE_LISTEN_DATA",
-                format!("127.0.0.1:{}", free_port()),
-            )
+            .env("APPLIANCE_LISTEN_DATA", format!("127.0.0.1:{data_port}"))
             .env("APPLIANCE_LISTEN_MANAGEMENT", &management)
             .stdin(Stdio::null())
-            .stdout(File::create(dir.path().join("stdout.log")).unwrap())
-            .stderr(File::create(dir.path().join("stderr.log")).unwrap());
+            .stdout(append("stdout.log"))
+            .stderr(append("stderr.log"));
+        if unattended {
+            let password_file = dir.path().join("admin-password");
+            std::fs::write(&password_file, ADMIN_PASSWORD).unwrap();
+            cmd.env("APPLIANCE_ADMIN_PASSWORD_FILE", password_file);
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         let child = cmd.spawn().expect("the appliance binary starts");
         Daemon {
             dir,
             child,
             management,
+            data_port,
         }
+    }
+
+    /// Waits for a file the daemon writes.
+    async fn wait_file(&mut self, path: &std::path::Path) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !path.exists() {
+            assert!(self.child.try_wait().unwrap().is_none(), "{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {}: {}",
+                path.display(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -269,6 +318,80 @@ async fn health_readiness_metrics_and_sigterm() {
         client.get(daemon.url("/healthz")).send().await.is_err(),
         "the listener is closed"
     );
+}
+
+#[tokio::test]
+async fn before_setup_the_daemon_waits_with_a_setup_token_and_no_data_listener() {
+    let mut daemon = Daemon::spawn_in(tempfile::tempdir().unwrap(), free_port(), false, &[]);
+    let token_path = daemon.data_dir().join("setup-token");
+    daemon.wait_file(&token_path).await;
+    let client = daemon.client().await;
+    daemon.wait_for(&client, "/healthz", 200).await;
+    daemon.wait_for(&client, "/readyz", 503).await;
+
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert_eq!(token.len(), 64, "{token:?}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let log = daemon.log();
+    assert!(
+        log.contains("setup required") && log.contains(&token),
+        "{log}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", daemon.data_port)).is_err(),
+        "nothing may register or replicate before setup"
+    );
+    for absent in [
+        "vault-passphrase",
+        "registration-passphrase",
+        "admin-token",
+        "vault",
+    ] {
+        assert!(!daemon.data_dir().join(absent).exists(), "{absent}");
+    }
+
+    daemon.sigterm();
+    let status = daemon.wait_exit().await;
+    assert!(status.success(), "{status}: {}", daemon.log());
+}
+
+/// `FERRY_TEST_SETUP_ABORT_AFTER` kills the unattended setup right after it stored its plan (or
+/// created the vault); the next start resumes the plan and ends up ready, the passphrases shown.
+#[tokio::test]
+async fn a_setup_killed_midway_resumes_at_the_next_start() {
+    for step in ["plan", "vault"] {
+        let mut first = Daemon::spawn_in(
+            tempfile::tempdir().unwrap(),
+            free_port(),
+            true,
+            &[("FERRY_TEST_SETUP_ABORT_AFTER", step)],
+        );
+        let status = first.wait_exit().await;
+        assert!(!status.success(), "{step}: {status}: {}", first.log());
+        assert!(!first.data_dir().join("admin-token").exists(), "{step}");
+        let vault_config = first.data_dir().join("vault/config");
+        assert_eq!(vault_config.exists(), step == "vault", "{step}");
+
+        // The same data dir for the next start (the first daemon has exited).
+        let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
+        let mut second = Daemon::spawn_in(dir, free_port(), true, &[]);
+        let client = second.client().await;
+        second.wait_for(&client, "/readyz", 200).await;
+        let passphrase =
+            std::fs::read_to_string(second.data_dir().join("vault-passphrase")).unwrap();
+        assert!(
+            second.stdout().contains(passphrase.trim()),
+            "{step}: the resumed setup shows its generated passphrase: {}",
+            second.stdout()
+        );
+        assert!(!second.data_dir().join("setup-token").exists(), "{step}");
+        second.sigterm();
+        let status = second.wait_exit().await;
+        assert!(status.success(), "{step}: {status}: {}", second.log());
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod image;
+pub mod web_harness;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -76,29 +77,49 @@ pub fn wait_port(port: u16, child: &mut Child, what: &str) -> Result<()> {
     bail!("{what} did not listen on {port} within 60 s")
 }
 
+/// The first admin's password in appliances the harness starts (it passes every password rule).
+pub const ADMIN_PASSWORD: &str = "Ferry-Test-Admin-Passw0rd";
+
 /// A running appliance daemon with its own data folder.
 pub struct Appliance {
     pub data_dir: PathBuf,
     pub port: u16,
+    /// The management listener's port (HTTPS), the same for the daemon and the CLI commands.
+    pub management_port: u16,
     pub env: Vec<(String, String)>,
+    /// Holds [`ADMIN_PASSWORD`]; given as `APPLIANCE_ADMIN_PASSWORD_FILE`, so the daemon sets
+    /// itself up unattended at its first start and every test gets a ready appliance.
+    pub admin_password_file: PathBuf,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Appliance {
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Result<Appliance> {
+        let admin_password_file = data_dir.with_extension("admin-password");
+        std::fs::write(&admin_password_file, format!("{ADMIN_PASSWORD}\n"))?;
         let mut a = Appliance {
             data_dir: data_dir.to_path_buf(),
             port: free_port(),
+            management_port: free_port(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            admin_password_file,
             child: None,
             log: data_dir.with_extension("log"),
         };
         a.spawn()?;
         Ok(a)
+    }
+
+    /// The API token of `admin` the daemon keeps in `<data dir>/admin-token` after setup.
+    pub fn admin_token(&self) -> Result<String> {
+        let path = self.data_dir.join("admin-token");
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(token.trim().to_string())
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -123,8 +144,9 @@ impl Appliance {
             .env("APPLIANCE_LISTEN_DATA", format!("127.0.0.1:{}", self.port))
             .env(
                 "APPLIANCE_LISTEN_MANAGEMENT",
-                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", self.management_port),
             )
+            .env("APPLIANCE_ADMIN_PASSWORD_FILE", &self.admin_password_file)
             .env_remove("RUST_LOG");
         for (k, v) in &self.env {
             cmd.env(k, v);

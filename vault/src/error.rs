@@ -34,6 +34,9 @@ pub enum VaultError {
     /// Local file I/O (restore output, local store setup).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The caller cancelled the operation (a restore asked to stop); nothing was left behind.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl VaultError {
@@ -52,7 +55,8 @@ impl VaultError {
             | VaultError::WrongPassphrase
             | VaultError::NotInitialized
             | VaultError::AlreadyInitialized
-            | VaultError::Format { .. } => false,
+            | VaultError::Format { .. }
+            | VaultError::Cancelled => false,
         }
     }
 
@@ -103,5 +107,6 @@ mod tests {
         assert!(!VaultError::WrongPassphrase.is_retryable());
         let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
         assert!(VaultError::Io(timeout).is_retryable());
+        assert!(!VaultError::Cancelled.is_retryable());
     }
 }

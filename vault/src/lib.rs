@@ -46,7 +46,7 @@ pub use manifest::{
 };
 pub use pack::{FinishedPack, PackWriter};
 pub use restore::{RestoreFormat, RestoreRequest, RestoreStats};
-pub use store::{ensure_azure_container, open_store, StoreOptions};
+pub use store::{ensure_azure_container, open_store, probe_write, StoreOptions};
 pub use vault::Vault;
 
 pub use object_store::ObjectStore;

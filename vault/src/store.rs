@@ -5,8 +5,10 @@
 //! * `az://<account>/<container>?endpoint=<account URL>`: Azure Blob with SharedKey; the key
 //!   comes from [`StoreOptions::azure_access_key`] or `AZURE_STORAGE_ACCESS_KEY`. Without
 //!   `endpoint` the public Azure endpoint of the account is used.
-//! * `s3://<bucket>?endpoint=..&region=..`: S3 or compatible, credentials from the usual
-//!   `AWS_*` environment variables. (Configuration only; not exercised by this crate's tests.)
+//! * `s3://<bucket>?endpoint=..&region=..`: S3 or compatible (MinIO and the like through
+//!   `endpoint`, path-style requests). Credentials, region and endpoint from [`StoreOptions`]
+//!   win over the URL's query and the usual `AWS_*` environment variables. (Not exercised
+//!   against a live store by this crate's tests.)
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use hmac::{Hmac, Mac};
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::local::LocalFileSystem;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::Sha256;
 
 use crate::VaultError;
@@ -25,6 +27,15 @@ use crate::VaultError;
 pub struct StoreOptions {
     /// Azure storage account key (base64). Falls back to `AZURE_STORAGE_ACCESS_KEY`.
     pub azure_access_key: Option<String>,
+    /// S3 access key id; falls back to `AWS_ACCESS_KEY_ID`.
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key; falls back to `AWS_SECRET_ACCESS_KEY`.
+    pub s3_secret_access_key: Option<String>,
+    /// S3 region; falls back to the URL's `region=`, then `AWS_REGION` (object_store's default
+    /// is us-east-1).
+    pub s3_region: Option<String>,
+    /// S3-compatible endpoint (e.g. `http://minio:9000`); falls back to the URL's `endpoint=`.
+    pub s3_endpoint: Option<String>,
     /// Permit `http://` endpoints (emulators, tests on 127.0.0.1).
     pub allow_http: bool,
 }
@@ -110,11 +121,21 @@ pub fn open_store(url: &str, opts: &StoreOptions) -> Result<Arc<dyn ObjectStore>
             let mut b = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_allow_http(opts.allow_http);
-            if let Some(endpoint) = query_value(&u, "endpoint") {
+            if let Some(endpoint) = opts
+                .s3_endpoint
+                .clone()
+                .or_else(|| query_value(&u, "endpoint"))
+            {
                 b = b.with_endpoint(endpoint);
             }
-            if let Some(region) = query_value(&u, "region") {
+            if let Some(region) = opts.s3_region.clone().or_else(|| query_value(&u, "region")) {
                 b = b.with_region(region);
+            }
+            if let Some(id) = &opts.s3_access_key_id {
+                b = b.with_access_key_id(id);
+            }
+            if let Some(secret) = &opts.s3_secret_access_key {
+                b = b.with_secret_access_key(secret);
             }
             Ok(Arc::new(b.build()?))
         }
@@ -131,6 +152,17 @@ fn open_local(url: &str, path: &std::path::Path) -> Result<Arc<dyn ObjectStore>,
     Ok(Arc::new(
         LocalFileSystem::new_with_prefix(path)?.with_fsync(true),
     ))
+}
+
+/// Writes, then deletes, a small object named `name`: proves that the store answers and that its
+/// credentials allow writes (setup's connectivity test), without leaving anything behind.
+pub async fn probe_write(store: &dyn ObjectStore, name: &str) -> Result<(), VaultError> {
+    let path = object_store::path::Path::from(name);
+    store
+        .put(&path, object_store::PutPayload::from_static(b"ferry probe"))
+        .await?;
+    store.delete(&path).await?;
+    Ok(())
 }
 
 /// The SharedKey string to sign for `PUT <container>?restype=container` with no body.
@@ -256,6 +288,7 @@ mod tests {
         let opts = StoreOptions {
             azure_access_key: Some(DEV_KEY.into()),
             allow_http: true,
+            ..StoreOptions::default()
         };
         open_store(
             "az://devstoreaccount1/replica?endpoint=http://127.0.0.1:1/devstoreaccount1",
@@ -273,5 +306,33 @@ mod tests {
             &opts,
         )
         .unwrap();
+        let s3 = StoreOptions {
+            s3_access_key_id: Some("id".into()),
+            s3_secret_access_key: Some("secret".into()),
+            s3_region: Some("eu-west-1".into()),
+            s3_endpoint: Some("http://127.0.0.1:1".into()),
+            allow_http: true,
+            ..StoreOptions::default()
+        };
+        let store = open_store("s3://bucket", &s3).unwrap();
+        let shown = store.to_string();
+        assert!(shown.contains("bucket"), "{shown}");
+        assert!(matches!(
+            open_store("s3://", &s3),
+            Err(VaultError::Format { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn probe_write_leaves_nothing_and_reports_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path().to_str().unwrap(), &StoreOptions::default()).unwrap();
+        probe_write(store.as_ref(), "probe-1").await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A store that refuses writes: a file where the folder's object would go.
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"not a folder").unwrap();
+        let inner = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        assert!(probe_write(&inner, "blocked/probe").await.is_err());
     }
 }

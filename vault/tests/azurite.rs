@@ -72,6 +72,7 @@ async fn create_upload_and_restore_through_azurite() {
     let opts = StoreOptions {
         azure_access_key: Some(az.env["AZURITE_KEY"].clone()),
         allow_http: true,
+        ..StoreOptions::default()
     };
     ensure_azure_container(&url, &opts).await.unwrap();
     ensure_azure_container(&url, &opts).await.unwrap(); // 409: already there, fine

@@ -2,11 +2,16 @@
 //! typed calls. The HTTP layer (`crate::web`) only parses and validates requests and hands them here
 //! (docs/MANAGEMENT.md is the contract).
 
+pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod login_limit;
 pub mod restore_jobs;
+pub mod settings;
 pub mod setup;
+pub mod status;
 
 pub use error::MgmtError;
 

@@ -1,10 +1,16 @@
-//! The management listener (HTTPS, actix-web): health, readiness and Prometheus metrics for now.
+//! The management listener (HTTPS, actix-web): the REST API (`/api/v1`), health, readiness, Prometheus
+//! metrics and the dashboard.
 //!
-//! Handlers only read typed snapshots of the data path ([`actors::tree::Shared`]); they never change it, so a
-//! slow or hostile scrape cannot disturb replication.
+//! Handlers only parse and validate, then call the management core ([`crate::mgmt::Core`]) with typed
+//! arguments; health and metrics only read snapshots of the data path, so a slow or hostile scrape
+//! cannot disturb replication.
 
+pub mod api;
+pub mod error;
+pub mod extract;
 mod health;
 mod metrics;
+pub mod ui;
 
 pub use health::{Readiness, VAULT_PROBE_TIMEOUT};
 pub use metrics::{render_metrics, MetricsSnapshot};
@@ -17,6 +23,22 @@ use std::sync::Arc;
 
 /// How long a graceful stop waits for requests in flight.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+/// Largest JSON or form body; every request of this API is small.
+pub const MAX_BODY_BYTES: usize = 64 << 10;
+/// The Content-Security-Policy of every answer: nothing but our own scripts, styles and images.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Security headers on every answer.
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("Strict-Transport-Security", "max-age=31536000"))
+        .add(("Content-Security-Policy", CSP))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Cache-Control", "no-store"))
+}
 
 /// Binds `listen` and serves the management endpoints on the current actix System until the returned
 /// handle is stopped. Fails when the address does not parse or cannot be bound.
@@ -31,13 +53,21 @@ pub fn start(
     let data = web::Data::new(core);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(security_headers())
             .app_data(data.clone())
+            .app_data(error::json_config(MAX_BODY_BYTES))
+            .app_data(error::query_config())
+            .app_data(error::path_config())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(metrics::metrics))
+            .configure(api::configure)
+            .configure(ui::configure)
             .default_service(web::to(not_found))
     })
-    // Scrapes and probes are light; the cores belong to the data path.
+    // One worker serves thousands of API calls a second; the other core belongs to the data path.
     .workers(1)
     // The daemon owns SIGTERM/SIGINT and stops this server itself, after which it drains the data path.
     .disable_signals()
@@ -56,5 +86,5 @@ pub fn start(
 }
 
 async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({"error": "not_found"}))
+    error::error_response(&crate::mgmt::MgmtError::NotFound("no such page".into()))
 }
