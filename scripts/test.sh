@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: installs test dependencies, checks formatting and clippy, builds the binaries,
 # runs every test (unit, fuzz-style decoder tests and the end-to-end tests in tests/, which start their own appliance, agents
-# and Azurite on 127.0.0.1 and stop them). Ends with one summary line over all test binaries.
+# and Azurite on 127.0.0.1 and stop them). The management plane's external tests are ordinary tests of
+# the ferry-tests crate too: tests/tests/web_ui.rs (headless Chromium driven by playwright-core),
+# api_schema.rs (schemathesis against the OpenAPI document) and api_security.rs; the tools they use come
+# from install-test-deps.sh, and their screenshots and reports land in target/test-artifacts/.
+# Ends with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh

@@ -1,7 +1,7 @@
 //! The management API's guards from the outside (docs/MANAGEMENT.md): the setup phase and its token,
 //! sign-in failures and their rate limit, roles, token revocation and sign-out, CSRF for
-//! cookie-authenticated calls, malformed requests, the security headers on every answer, and a setup
-//! that is interrupted by a crash and resumed by the next start.
+//! cookie-authenticated calls, malformed requests, and the security headers on every answer. A setup
+//! interrupted by a crash is in setup_resume.rs.
 //!
 //! Expired tokens: the API refuses to issue a token valid for less than a day (checked below), so a
 //! test cannot wait for one to expire; the expiry check itself is covered by the unit tests of
@@ -558,83 +558,4 @@ fn malformed_requests_get_json_errors() {
     get(&app, "/api/v1/nope", Some(&admin)).expect(404, Some("not_found"));
     get(&app, "/api/v1/machines/no-such-machine", Some(&admin)).expect(404, Some("not_found"));
     get(&app, "/api/v1/restores/no-such-job", Some(&admin)).expect(404, Some("not_found"));
-}
-
-/// Starts with the setup abort hook at `step`, submits setup (the daemon dies inside it), starts again
-/// without the hook and checks that the stored plan was carried out without a new request.
-fn setup_resumes_after_a_crash_at(step: &str) {
-    let mut app = WebAppliance::start_fresh(&[("FERRY_TEST_SETUP_ABORT_AFTER", step)])
-        .expect("start with the abort hook");
-    let token = app.setup_token().expect("token");
-    let r = app.post_json(
-        "/api/v1/setup",
-        None,
-        &json!({"token": token, "admin_password": ADMIN_PASSWORD}),
-    );
-    assert!(
-        r.is_err(),
-        "setup answered although the daemon was to die after {step}: {r:?}"
-    );
-    let st = app
-        .wait_exit(Duration::from_secs(60))
-        .expect("the daemon dies");
-    assert!(!st.success(), "exit status {st}");
-    assert!(
-        app.log_text()
-            .contains(&format!("FERRY_TEST_SETUP_ABORT_AFTER={step}")),
-        "it did not die where asked:\n{}",
-        app.log_text()
-    );
-
-    app.set_env("FERRY_TEST_SETUP_ABORT_AFTER", None);
-    app.restart().expect("restart");
-    wait_for(Duration::from_secs(90), "the resumed setup", || {
-        (setup_phase(&app) == "complete").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", app.log_text()));
-
-    let login = checked(app.login("admin", ADMIN_PASSWORD), "login").expect(200, None);
-    let session = login["token"].as_str().expect("token").to_string();
-    let admin_token =
-        std::fs::read_to_string(app.data_dir.join("admin-token")).expect("admin-token");
-    let me = get(&app, "/api/v1/session", Some(admin_token.trim())).expect(200, None);
-    assert_eq!(me["user"], "admin", "{me}");
-    assert!(
-        !app.setup_token_path().exists(),
-        "the setup token outlived the resumed setup"
-    );
-    // The vault exists and opens with the passphrase file, straight from the CLI.
-    let points = app
-        .cli(&["points", "list", "--json"])
-        .unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", app.log_text()));
-    let points: Vec<Value> = serde_json::from_str(&points).expect("points JSON");
-    assert!(points.is_empty(), "{points:?}");
-    // Committed exactly once.
-    let audit = get(&app, "/api/v1/audit?limit=1000", Some(&session)).expect(200, None);
-    let completed = audit["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["event"] == "setup_completed")
-        .count();
-    assert_eq!(completed, 1, "{audit}");
-    // And the old token cannot run setup again.
-    send(
-        &app,
-        "POST",
-        "/api/v1/setup",
-        None,
-        json!({"token": token, "admin_password": ADMIN_PASSWORD}),
-    )
-    .expect(409, Some("setup_complete"));
-}
-
-#[test]
-fn setup_resumes_after_a_crash_once_the_vault_exists() {
-    setup_resumes_after_a_crash_at("vault");
-}
-
-#[test]
-fn setup_resumes_after_a_crash_once_the_plan_is_stored() {
-    setup_resumes_after_a_crash_at("plan");
 }

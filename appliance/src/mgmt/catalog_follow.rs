@@ -216,11 +216,11 @@ impl Catalog {
                     .collect();
             }
             deltas.insert(f.machine_id.clone(), delta);
-            let stored = self.store_record(&mut data, record).and_then(|()| {
+            let stored = self.store_record(&mut data, record).and_then(|_| {
                 // A point whose announcement was missed is still recorded (a no-op when it is known).
                 match &f.last_point {
                     Some(p) => self.insert_point(&mut data, &committed_view(p), now_unix),
-                    None => Ok(()),
+                    None => Ok(false),
                 }
             });
             if let Err(err) = stored {
@@ -264,7 +264,7 @@ impl Catalog {
                 .last_point
                 .as_ref()
                 .map(|p| now_ms.saturating_sub(p.created_unix_ms) / 1000);
-            let mut stored = self.store_record(&mut data, record);
+            let mut stored = self.store_record(&mut data, record).map(drop);
             if history_due && stored.is_ok() {
                 let sample = Sample {
                     at_unix: now_unix,

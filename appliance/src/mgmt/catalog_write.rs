@@ -39,7 +39,7 @@ impl Catalog {
         }
         let mut data = self.lock();
         let now_unix = now_unix_ms() / 1000;
-        let mut result = Ok(());
+        let (mut result, mut changed) = (Ok(()), false);
         for m in machines {
             let mut record = self.record_for(&mut data, &m.machine_id, now_unix);
             let name = clean_name(&m.name);
@@ -57,12 +57,18 @@ impl Catalog {
                     })
                     .collect();
             }
-            if let Err(err) = self.store_record(&mut data, record) {
-                result = Err(err);
-                break;
+            match self.store_record(&mut data, record) {
+                Ok(c) => changed |= c,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
             }
         }
-        self.rebuild(&data);
+        // Reconciliation mostly finds what is known already: the lists are rebuilt only for news.
+        if changed {
+            self.rebuild(&data);
+        }
         result
     }
 
@@ -78,14 +84,19 @@ impl Catalog {
         }
         let mut data = self.lock();
         let now_unix = now_unix_ms() / 1000;
-        let mut result = Ok(());
+        let (mut result, mut changed) = (Ok(()), false);
         for p in points {
-            if let Err(err) = self.insert_point(&mut data, p, now_unix) {
-                result = Err(err);
-                break;
+            match self.insert_point(&mut data, p, now_unix) {
+                Ok(c) => changed |= c,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
             }
         }
-        self.rebuild(&data);
+        if changed {
+            self.rebuild(&data);
+        }
         result
     }
 
@@ -102,31 +113,33 @@ impl Catalog {
             })
     }
 
+    /// Stores the record when it differs from the one kept; true when it did.
     pub(super) fn store_record(
         &self,
         data: &mut Data,
         record: MachineRecord,
-    ) -> Result<(), MgmtError> {
+    ) -> Result<bool, MgmtError> {
         if data.records.get(&record.id) == Some(&record) && !data.corrupt.contains_key(&record.id) {
-            return Ok(());
+            return Ok(false);
         }
         self.inner
             .machines
             .insert(record.id.as_bytes(), encode(&record))?;
         data.corrupt.remove(&record.id);
         data.records.insert(record.id.clone(), record);
-        Ok(())
+        Ok(true)
     }
 
+    /// Stores a point not stored yet; true when it was new.
     pub(super) fn insert_point(
         &self,
         data: &mut Data,
         p: &PointView,
         now_unix: u64,
-    ) -> Result<(), MgmtError> {
+    ) -> Result<bool, MgmtError> {
         let key = point_key(&p.machine_id, &p.point_id);
         if self.inner.points.contains_key(&key)? {
-            return Ok(());
+            return Ok(false);
         }
         let mut record = self.record_for(data, &p.machine_id, now_unix);
         let mut p = p.clone();
@@ -158,6 +171,6 @@ impl Catalog {
             })?;
         data.corrupt.remove(&record.id);
         data.records.insert(record.id.clone(), record);
-        Ok(())
+        Ok(true)
     }
 }

@@ -200,7 +200,15 @@ impl RestoreJobs {
         let mut marked = 0;
         for entry in tree.iter() {
             let (key, raw) = entry?;
-            let mut view = decode_view(&key, &raw)?;
+            // One unreadable record must not keep the others from being cleaned up; `get` and
+            // `list` still report it.
+            let mut view = match decode_view(&key, &raw) {
+                Ok(view) => view,
+                Err(err) => {
+                    tracing::warn!(%err, "skipping an unreadable restore job record");
+                    continue;
+                }
+            };
             if view.state != JobState::Running || live.contains_key(&view.id) {
                 continue;
             }

@@ -8,7 +8,7 @@ use vault::{
 };
 
 use super::*;
-use crate::mgmt::auth::TokenKind;
+use crate::mgmt::auth::{Role, TokenKind};
 
 const BS: usize = BLOCK_SIZE;
 
@@ -495,9 +495,19 @@ async fn a_restart_marks_running_jobs_failed() {
     assert!(events[0].detail.contains(INTERRUPTED));
     assert_eq!(restarted.recover().unwrap(), 0, "recovery runs once");
 
-    // A corrupt record is reported, not skipped silently.
-    tree.insert(b"zzzz", b"garbage".to_vec()).unwrap();
-    assert_eq!(code(restarted.get("zzzz")).0, "internal");
+    // A corrupt record is reported by get, and does not stop recovery of the others.
+    tree.insert(b"0000000000000001", b"garbage".to_vec())
+        .unwrap();
+    let mut again = orphan.clone();
+    again.id = "00000000000000fe".into();
+    tree.insert(
+        again.id.as_bytes(),
+        encode_record(&serde_json::to_vec(&again).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(code(restarted.get("0000000000000001")).0, "internal");
+    assert_eq!(restarted.recover().unwrap(), 1);
+    assert_eq!(restarted.get(&again.id).unwrap().state, JobState::Failed);
 }
 
 /// Parks every restore at its first report with data until released.

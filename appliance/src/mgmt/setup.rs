@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sled::Transactional;
 use subtle::ConstantTimeEq;
 use tokio::sync::{watch, Mutex};
@@ -187,19 +188,17 @@ impl Setup {
         auth: Auth,
     ) -> Result<Setup, MgmtError> {
         let tree = state.db().open_tree(SETUP_TREE)?;
-        let mut setup = Setup {
+        let done = matches!(read_record(&tree)?, Some(Record::Complete { .. }));
+        Ok(Setup {
             cfg,
             state,
             tls,
             auth,
             tree,
             running: Arc::new(Mutex::new(())),
-            complete: Arc::new(watch::channel(false).0),
+            complete: Arc::new(watch::channel(done).0),
             kdf: KdfParams::default(),
-        };
-        let done = matches!(setup.read_record()?, Some(Record::Complete { .. }));
-        setup.complete = Arc::new(watch::channel(done).0);
-        Ok(setup)
+        })
     }
 
     /// The same service creating vaults with other key-derivation costs (tests use cheap ones).
@@ -209,19 +208,7 @@ impl Setup {
     }
 
     fn read_record(&self) -> Result<Option<Record>, MgmtError> {
-        let Some(raw) = self.tree.get(RECORD_KEY)? else {
-            return Ok(None);
-        };
-        let corrupt = |why: String| {
-            MgmtError::Internal(format!(
-                "the setup record in the appliance state is corrupt ({why}); \
-                 restore the data folder from a backup or set the appliance up anew"
-            ))
-        };
-        let body = decode_record(&raw).map_err(corrupt)?;
-        serde_json::from_slice(body)
-            .map(Some)
-            .map_err(|e| corrupt(e.to_string()))
+        read_record(&self.tree)
     }
 
     fn write_record(&self, record: &Record) -> Result<(), MgmtError> {
@@ -244,8 +231,9 @@ impl Setup {
         }
     }
 
+    /// Asked on every API request: answered from memory once this service saw completion.
     pub fn is_complete(&self) -> bool {
-        self.phase() == SetupPhase::Complete
+        *self.complete.borrow() || self.phase() == SetupPhase::Complete
     }
 
     pub fn status(&self) -> SetupStatus {
@@ -285,7 +273,6 @@ impl Setup {
             }
             Err(err) => return Err(internal("reading the setup token", &err)),
         };
-        use sha2::{Digest, Sha256};
         let a = Sha256::digest(given.trim().as_bytes());
         let b = Sha256::digest(expected.as_bytes());
         if expected.is_empty() || !bool::from(a.ct_eq(&b)) {
@@ -478,6 +465,22 @@ impl Setup {
         self.state.flush()?;
         Ok(())
     }
+}
+
+fn read_record(tree: &sled::Tree) -> Result<Option<Record>, MgmtError> {
+    let Some(raw) = tree.get(RECORD_KEY)? else {
+        return Ok(None);
+    };
+    let corrupt = |why: String| {
+        MgmtError::Internal(format!(
+            "the setup record in the appliance state is corrupt ({why}); \
+             restore the data folder from a backup or set the appliance up anew"
+        ))
+    };
+    let body = decode_record(&raw).map_err(corrupt)?;
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
 }
 
 fn internal(what: &str, err: &dyn std::fmt::Display) -> MgmtError {

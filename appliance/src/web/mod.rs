@@ -36,7 +36,7 @@ fn security_headers() -> actix_web::middleware::DefaultHeaders {
         .add(("Content-Security-Policy", CSP))
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("X-Frame-Options", "DENY"))
-        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Referrer-Policy", "same-origin"))
         .add(("Cache-Control", "no-store"))
 }
 

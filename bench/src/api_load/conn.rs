@@ -126,3 +126,93 @@ impl Conn {
         Ok((status, body))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn appliance_tls(dir: &std::path::Path) -> appliance::tls::ApplianceTls {
+        appliance::tls::ApplianceTls::load_or_create(dir, &[]).unwrap()
+    }
+
+    /// A TLS server on a free port that takes one connection and answers its requests with
+    /// `answers`, in order, then closes it.
+    async fn serve_one(
+        tls: &appliance::tls::ApplianceTls,
+        answers: Vec<&'static str>,
+    ) -> SocketAddr {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.management_server_config().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            for answer in answers {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                stream.write_all(answer.as_bytes()).await.unwrap();
+            }
+            let _ = stream.shutdown().await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn keeps_one_connection_for_many_requests_and_reports_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = appliance_tls(dir.path());
+        let addr = serve_one(
+            &tls,
+            vec![
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: 5\r\n\r\nnope!",
+                "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\ntruncated",
+            ],
+        )
+        .await;
+        let connector = Connector::new(tls.ca_pem().as_bytes(), addr).unwrap();
+        let mut conn = connector.connect().await.unwrap();
+        assert!(conn.protocol.starts_with("TLSv1.3"), "{}", conn.protocol);
+        let (status, body) = conn.get("/a", Some("fat_x")).await.unwrap();
+        assert_eq!((status, &body[..]), (200, &b"{}"[..]));
+        // The second request went over the same connection (the server takes only one).
+        let (status, body) = conn.get("/b", None).await.unwrap();
+        assert_eq!((status, &body[..]), (401, &b"nope!"[..]));
+        // A body cut short by the server's close is an error, not a short answer.
+        assert!(conn.get("/c", None).await.is_err());
+        assert!(conn.get("/d", None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn refuses_a_server_of_another_ca() {
+        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let addr = serve_one(&appliance_tls(theirs.path()), vec![]).await;
+        let connector =
+            Connector::new(appliance_tls(ours.path()).ca_pem().as_bytes(), addr).unwrap();
+        let err = connector.connect().await.err().expect("an unknown CA");
+        assert!(format!("{err:#}").contains("TLS handshake"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_ca_files_and_closed_ports() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], ferry_tests::free_port()));
+        assert!(Connector::new(b"", addr).is_err());
+        assert!(Connector::new(b"not a PEM file", addr).is_err());
+        let garbage = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(Connector::new(garbage, addr).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let connector =
+            Connector::new(appliance_tls(dir.path()).ca_pem().as_bytes(), addr).unwrap();
+        let err = connector.connect().await.err().expect("nothing listens");
+        assert!(format!("{err:#}").contains("connect"), "{err:#}");
+    }
+}

@@ -13,6 +13,8 @@ use super::procfs;
 /// Each connection checks its first answer of a pass and then one in this many, so parsing on the
 /// client stays a small part of its work.
 const CHECK_EVERY: u64 = 50;
+/// An answer slower than this counts as a failed request (the connection is then opened again).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a checked answer must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +210,13 @@ async fn worker(
                 }
             },
         };
-        let answer = conn.get(&path, token.as_deref()).await;
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, conn.get(&path, token.as_deref()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "GET {path}: no answer within {REQUEST_TIMEOUT:?}"
+                ))
+            });
         let done = Instant::now();
         let (status, body) = match answer {
             Ok(a) => a,

@@ -18,7 +18,10 @@ pub async fn list(
     _caller: Caller,
     page: web::Query<PageRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(core.catalog.list(*page)?))
+    // Pre-serialized items: this is the plugin's hottest call (docs: 5,000 req/s with 1,000 machines).
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(core.catalog.list_json(*page)?))
 }
 
 /// One machine with its disks and the last 24 hours of RPO and throughput.
@@ -49,7 +52,8 @@ pub struct PointsQuery {
 #[utoipa::path(get, path = "/api/v1/points", tag = "points", security(("bearer" = [])),
     params(PointsQuery),
     responses((status = 200, body = Page<PointView>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody)))]
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such machine", body = ErrorBody)))]
 pub async fn points(
     core: web::Data<Core>,
     _caller: Caller,

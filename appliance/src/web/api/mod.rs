@@ -36,7 +36,7 @@ use crate::web::error::{error_response, ErrorBody};
         users::tokens, users::create_token, users::revoke_token,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     tags(
         (name = "setup", description = "First-boot setup (needs the setup token)"),
         (name = "auth", description = "Sign in and out"),
@@ -59,6 +59,61 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Answers every operation can give that the handlers do not list one by one: the body checks of the
+/// JSON extractor (400/413/415) and the query checks of paged lists (400).
+struct CommonErrors;
+
+fn error_response_doc(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let mut add = |status: &str, description: &str| {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error_response_doc(description));
+                };
+                let has_body = operation.request_body.is_some();
+                let has_query = operation.parameters.as_ref().is_some_and(|params| {
+                    params.iter().any(|p| {
+                        matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query)
+                    })
+                });
+                if has_body {
+                    add("400", "the body is not valid JSON for this call, or a field is invalid");
+                    add("413", "the body is larger than 64 KiB");
+                    add("415", "the body is not application/json");
+                }
+                if has_query {
+                    add("400", "a query parameter is invalid");
+                }
+            }
+        }
     }
 }
 

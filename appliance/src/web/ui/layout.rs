@@ -43,7 +43,6 @@ fn head(title: &str, refresh: Option<u32>, scripts: &[&str]) -> Markup {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
-            meta name="referrer" content="no-referrer";
             @if let Some(secs) = refresh {
                 meta http-equiv="refresh" content=(secs);
             }

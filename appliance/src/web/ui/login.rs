@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::layout::bare;
 use super::{
-    blocking, check_origin, html, lenient_query, see_other, status_of, CsrfForm, Session, UiResult,
+    blocking, check_origin, pre_session_html, see_other, status_of, CsrfForm, Session, UiResult,
 };
 use crate::mgmt::{Core, MgmtError};
 use crate::web::api::session_cookie;
@@ -20,12 +20,6 @@ pub struct LoginForm {
     pub password: String,
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct LoginQuery {
-    signed_out: Option<String>,
-}
-
 /// The sign-in form; a browser that already holds a working session goes to the dashboard.
 pub async fn form(core: web::Data<Core>, req: HttpRequest) -> UiResult {
     if !core.setup.is_complete() {
@@ -36,9 +30,7 @@ pub async fn form(core: web::Data<Core>, req: HttpRequest) -> UiResult {
             return Ok(see_other("/"));
         }
     }
-    let query: LoginQuery = lenient_query(&req);
-    let info = query.signed_out.map(|_| "You are signed out.".to_string());
-    Ok(html(StatusCode::OK, render("", None, info.as_deref())))
+    Ok(pre_session_html(StatusCode::OK, render("", None)))
 }
 
 pub async fn submit(
@@ -75,7 +67,7 @@ pub async fn submit(
                 }
                 other => other.to_string(),
             };
-            let mut response = html(status_of(&err), render(&username, Some(&message), None));
+            let mut response = pre_session_html(status_of(&err), render(&username, Some(&message)));
             if let MgmtError::TooManyAttempts { retry_after_secs } = err {
                 if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -97,12 +89,12 @@ pub async fn logout(
     let mut gone = session_cookie("");
     gone.make_removal();
     Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/login?signed_out=1"))
+        .insert_header((header::LOCATION, "/login"))
         .cookie(gone)
         .finish())
 }
 
-fn render(username: &str, error: Option<&str>, info: Option<&str>) -> Markup {
+fn render(username: &str, error: Option<&str>) -> Markup {
     bare(
         "Sign in",
         &[],
@@ -110,9 +102,6 @@ fn render(username: &str, error: Option<&str>, info: Option<&str>) -> Markup {
             section.card.login-card {
                 h1 { "Sign in" }
                 p.lead { "Ferry replicates your machines to the vault and restores them from it." }
-                @if let Some(info) = info {
-                    p.notice.ok role="status" { (info) }
-                }
                 @if let Some(error) = error {
                     p.error role="alert" { (error) }
                 }

@@ -304,32 +304,54 @@ pub struct CsrfForm {
     pub csrf: String,
 }
 
-/// The pre-session forms (setup, login) have no CSRF token: a browser sends `Origin` on a POST,
-/// and a form posted from another site names that site. Absent `Origin` (old clients, curl) is let
-/// through; the session cookie's `SameSite=Strict` covers the rest.
+/// The pre-session forms (setup, login) have no CSRF token; a cross-site post is recognised by
+/// what the browser says about where it comes from:
+/// - `Sec-Fetch-Site` (set by the browser, no page can forge it): only `same-origin`, or `none`
+///   (typed or bookmarked), passes;
+/// - else `Origin` must name this host and port. `Origin: null` (opaque origins such as sandboxed
+///   frames, and the origin a `no-referrer` page sends) does not pass, which is why the
+///   pre-session pages answer with `Referrer-Policy: same-origin` ([`PRE_SESSION_REFERRER`]);
+/// - neither header (old clients, curl) passes; the session cookie's `SameSite=Strict` covers the
+///   rest.
 pub fn check_origin(req: &HttpRequest) -> Result<(), UiError> {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    let same = match (origin.to_str().ok(), host) {
-        (Some(origin), Some(host)) => same_origin(origin, &host),
-        _ => false,
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    let same = match (text("sec-fetch-site"), text(header::ORIGIN.as_str())) {
+        (Some(site), _) => matches!(site, "same-origin" | "none"),
+        (None, None) => true,
+        (None, Some(origin)) => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()));
+            host.is_some_and(|host| same_origin(origin, &host))
+        }
     };
     if same {
         Ok(())
     } else {
         Err(UiError::Failed(MgmtError::Forbidden(
-            "this form was posted from another site (its Origin is not this appliance); \
+            "this form was posted from another site (its origin is not this appliance); \
              open the appliance's own page and submit it there"
                 .into(),
         )))
     }
+}
+
+/// The referrer policy of the setup and sign-in pages: browsers then send their real `Origin` when
+/// those forms are posted (under the listener's default `no-referrer` they send `Origin: null`).
+/// Same-origin only, so nothing leaks to other sites.
+pub const PRE_SESSION_REFERRER: &str = "same-origin";
+
+/// An HTML answer of a pre-session page.
+pub fn pre_session_html(status: StatusCode, page: Markup) -> HttpResponse {
+    let mut response = html(status, page);
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static(PRE_SESSION_REFERRER),
+    );
+    response
 }
 
 /// Whether the `Origin` header names the host (and port) of the `Host` header.

@@ -6,7 +6,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{self, bare, percent_encode};
-use super::{check_origin, html, lenient_query, see_other, status_of, UiResult};
+use super::{check_origin, lenient_query, pre_session_html, see_other, status_of, UiResult};
 use crate::mgmt::setup::{SetupPhase, SetupRequest, SetupResult, SetupStatus};
 use crate::mgmt::{Core, MgmtError};
 use crate::web::extract::source;
@@ -119,7 +119,10 @@ pub async fn form(core: web::Data<Core>, req: HttpRequest) -> UiResult {
         vault_url: status.default_vault_url.clone(),
         ..SetupForm::default()
     };
-    Ok(html(StatusCode::OK, render_form(&status, &values, None)))
+    Ok(pre_session_html(
+        StatusCode::OK,
+        render_form(&status, &values, None),
+    ))
 }
 
 pub async fn submit(
@@ -138,15 +141,15 @@ pub async fn submit(
             message: "the two passwords differ; type the same password twice".into(),
         };
         let page = render_form(&core.setup.status(), &form.without_secrets(), Some(&error));
-        return Ok(html(StatusCode::BAD_REQUEST, page));
+        return Ok(pre_session_html(StatusCode::BAD_REQUEST, page));
     }
     match core.setup.submit(form.request(), &source(&req)).await {
-        Ok(result) => Ok(html(StatusCode::OK, render_result(&result))),
+        Ok(result) => Ok(pre_session_html(StatusCode::OK, render_result(&result))),
         Err(MgmtError::SetupComplete) => Ok(see_other("/login")),
         Err(err) => {
             let error = FormError::from_mgmt(&err);
             let page = render_form(&core.setup.status(), &form.without_secrets(), Some(&error));
-            Ok(html(status_of(&err), page))
+            Ok(pre_session_html(status_of(&err), page))
         }
     }
 }

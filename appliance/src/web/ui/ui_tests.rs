@@ -186,6 +186,8 @@ async fn the_setup_page_prefills_the_token_and_escapes_a_hostile_one() {
         header_of(&resp, header::CONTENT_TYPE),
         "text/html; charset=utf-8"
     );
+    // Browsers send a real Origin when this page's forms are posted.
+    assert_eq!(header_of(&resp, header::REFERRER_POLICY), "same-origin");
     let page = body_of(resp).await;
     assert!(page.contains("id=\"setup-form\""), "{page}");
     assert!(page.contains("value=\"abc123def\""), "{page}");
@@ -275,14 +277,28 @@ async fn differing_passwords_and_cross_site_posts_change_nothing() {
     assert!(body_of(resp).await.contains("the two passwords differ"));
     nothing_was_set_up(&core, dir.path());
 
-    let req = post_form("/setup", &setup_fields(&token, PASSWORD))
-        .insert_header((header::HOST, "appliance.example:8443"))
-        .insert_header((header::ORIGIN, "https://evil.example"))
-        .to_request();
-    let resp = test::call_service(&app, req).await;
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert!(body_of(resp).await.contains("posted from another site"));
-    nothing_was_set_up(&core, dir.path());
+    let cross_site: [&[(&str, &str)]; 4] = [
+        &[("origin", "https://evil.example")],
+        // An opaque origin (a sandboxed frame of any site).
+        &[("origin", "null")],
+        // The browser's own word wins over a matching Origin.
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://appliance.example:8443"),
+        ],
+        &[("sec-fetch-site", "same-site")],
+    ];
+    for headers in cross_site {
+        let mut req = post_form("/setup", &setup_fields(&token, PASSWORD))
+            .insert_header((header::HOST, "appliance.example:8443"));
+        for (name, value) in headers {
+            req = req.insert_header((*name, *value));
+        }
+        let resp = test::call_service(&app, req.to_request()).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{headers:?}");
+        assert!(body_of(resp).await.contains("posted from another site"));
+        nothing_was_set_up(&core, dir.path());
+    }
 
     // A body that is not a form is an HTML error page, not a crash.
     let req = test::TestRequest::post()
@@ -321,7 +337,10 @@ fn numbers_durations_and_times_read_well() {
     assert_eq!(layout::duration(200), "3 min 20 s");
     assert_eq!(layout::duration(7_500), "2 h 5 min");
     assert_eq!(layout::duration(3 * 86_400), "3 d");
-    assert_eq!(layout::time("2024-05-01T12:00:03.123456Z"), "2024-05-01 12:00:03 UTC");
+    assert_eq!(
+        layout::time("2024-05-01T12:00:03.123456Z"),
+        "2024-05-01 12:00:03 UTC"
+    );
     assert_eq!(layout::time("garbage"), "garbage");
     assert_eq!(layout::percent_encode("a b/ü~"), "a%20b%2F%C3%BC~");
     assert_eq!(layout::sentence("the token"), "The token");
@@ -360,9 +379,11 @@ async fn a_complete_setup_shows_the_result_once_then_sign_in_works() {
     let core = core_in(dir.path());
     let token = core.setup.prepare_token().unwrap();
     let app = app!(core);
+    // As a browser posts it from a page served under `no-referrer`: Origin null, same-origin fetch.
     let req = post_form("/setup", &setup_fields(&token, PASSWORD))
         .insert_header((header::HOST, "127.0.0.1:8443"))
-        .insert_header((header::ORIGIN, "https://127.0.0.1:8443"))
+        .insert_header((header::ORIGIN, "null"))
+        .insert_header(("sec-fetch-site", "same-origin"))
         .to_request();
     let resp = test::call_service(&app, req).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -450,7 +471,10 @@ async fn login_sets_a_strict_cookie_and_wrong_passwords_are_refused() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "cross-site sign-in");
     assert!(resp.response().cookies().next().is_none());
 
-    let req = post_form("/login", &[("username", "admin"), ("password", PASSWORD)]).to_request();
+    let req = post_form("/login", &[("username", "admin"), ("password", PASSWORD)])
+        .insert_header((header::ORIGIN, "https://127.0.0.1:8443"))
+        .insert_header((header::HOST, "127.0.0.1:8443"))
+        .to_request();
     let resp = test::call_service(&app, req).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&resp), "/");
@@ -523,344 +547,6 @@ async fn repeated_failures_are_rate_limited() {
     assert!(page.contains("Too many failed sign-ins"), "{page}");
 }
 
-#[actix_web::test]
-async fn posts_without_the_right_csrf_token_are_refused_before_anything_happens() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = core_in(dir.path());
-    set_up(&core).await;
-    let (token, csrf) = session_of(&core, "admin", PASSWORD);
-    let (other_token, other_csrf) = session_of(&core, "admin", PASSWORD);
-    let app = app!(core);
-    let limit_before = core.upload_limit().unwrap();
-
-    for fields in [
-        vec![("upload_limit_mbit", "5")],
-        vec![("upload_limit_mbit", "5"), ("csrf", "0000")],
-        // Another session's token does not count.
-        vec![("upload_limit_mbit", "5"), ("csrf", other_csrf.as_str())],
-    ] {
-        let req = post_form("/settings", &fields)
-            .cookie(cookie(&token))
-            .to_request();
-        let resp = test::call_service(&app, req).await;
-        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{fields:?}");
-        assert!(body_of(resp).await.contains("CSRF token is missing"));
-        assert_eq!(core.upload_limit().unwrap(), limit_before);
-    }
-    for path in [
-        "/logout",
-        "/agents/a1/revoke",
-        "/settings/users/admin/delete",
-        "/restores/r1/cancel",
-    ] {
-        let req = post_form(path, &[]).cookie(cookie(&token)).to_request();
-        let resp = test::call_service(&app, req).await;
-        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
-    }
-    // Nothing above signed anybody out or deleted the admin.
-    assert!(core.auth.authenticate(&token).is_ok());
-    assert_eq!(core.auth.list_users().unwrap().len(), 1);
-
-    // With the token, the change is made.
-    let req = post_form(
-        "/settings",
-        &[("upload_limit_mbit", "8"), ("csrf", csrf.as_str())],
-    )
-    .cookie(cookie(&token))
-    .to_request();
-    let resp = test::call_service(&app, req).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(body_of(resp).await.contains("The upload limit is saved."));
-    assert_eq!(core.upload_limit().unwrap(), 1_000_000);
-    // A bad number is a message on the page, not a change.
-    let req = post_form(
-        "/settings",
-        &[("upload_limit_mbit", "-3"), ("csrf", csrf.as_str())],
-    )
-    .cookie(cookie(&token))
-    .to_request();
-    let resp = test::call_service(&app, req).await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(core.upload_limit().unwrap(), 1_000_000);
-
-    // Sign-out with the token ends that session only.
-    let req = post_form("/logout", &[("csrf", csrf.as_str())])
-        .cookie(cookie(&token))
-        .to_request();
-    let resp = test::call_service(&app, req).await;
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert!(location(&resp).starts_with("/login"));
-    let cleared = resp.response().cookies().next().unwrap();
-    assert_eq!(cleared.value(), "");
-    assert!(core.auth.authenticate(&token).is_err());
-    assert!(core.auth.authenticate(&other_token).is_ok());
-}
-
-#[actix_web::test]
-async fn viewers_see_pages_without_buttons_and_their_posts_are_forbidden() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = core_in(dir.path());
-    set_up(&core).await;
-    let (admin_token, _) = session_of(&core, "admin", PASSWORD);
-    let admin = core.auth.authenticate(&admin_token).unwrap();
-    core.auth
-        .create_user(
-            &admin,
-            "local",
-            "viv",
-            crate::mgmt::auth::Role::Viewer,
-            PASSWORD,
-        )
-        .unwrap();
-    let (token, csrf) = session_of(&core, "viv", PASSWORD);
-    let app = app!(core);
-
-    for path in ["/", "/agents", "/points", "/restores", "/settings"] {
-        let req = test::TestRequest::get()
-            .uri(path)
-            .cookie(cookie(&token))
-            .to_request();
-        let resp = test::call_service(&app, req).await;
-        assert_eq!(resp.status(), StatusCode::OK, "{path}");
-        let page = body_of(resp).await;
-        assert!(!page.contains("nav-audit"), "{path}");
-        for admin_only in [
-            "rotate-form",
-            "upload-limit-form",
-            "users-table",
-            "new-token-form",
-        ] {
-            assert!(!page.contains(admin_only), "{admin_only} on {path}");
-        }
-    }
-    let req = test::TestRequest::get()
-        .uri("/audit")
-        .cookie(cookie(&token))
-        .to_request();
-    assert_eq!(
-        test::call_service(&app, req).await.status(),
-        StatusCode::FORBIDDEN
-    );
-
-    let req = post_form(
-        "/settings",
-        &[("upload_limit_mbit", "5"), ("csrf", csrf.as_str())],
-    )
-    .cookie(cookie(&token))
-    .to_request();
-    let resp = test::call_service(&app, req).await;
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert!(body_of(resp).await.contains("needs the admin role"));
-    assert_eq!(core.upload_limit().unwrap(), 0);
-    let req = post_form(
-        "/settings/users",
-        &[
-            ("csrf", csrf.as_str()),
-            ("name", "eve"),
-            ("role", "admin"),
-            ("password", PASSWORD),
-        ],
-    )
-    .cookie(cookie(&token))
-    .to_request();
-    assert_eq!(
-        test::call_service(&app, req).await.status(),
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(core.auth.list_users().unwrap().len(), 2);
-    let req = post_form("/restores/r1/cancel", &[("csrf", csrf.as_str())])
-        .cookie(cookie(&token))
-        .to_request();
-    assert_eq!(
-        test::call_service(&app, req).await.status(),
-        StatusCode::FORBIDDEN
-    );
-}
-
-#[actix_web::test]
-async fn admins_manage_users_and_tokens_from_the_settings_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = core_in(dir.path());
-    set_up(&core).await;
-    let (token, csrf) = session_of(&core, "admin", PASSWORD);
-    let app = app!(core);
-    let post = |path: &str, fields: &[(&str, &str)]| {
-        let mut all = fields.to_vec();
-        all.push(("csrf", csrf.as_str()));
-        post_form(path, &all).cookie(cookie(&token)).to_request()
-    };
-
-    let resp = test::call_service(
-        &app,
-        post(
-            "/settings/users",
-            &[
-                ("name", "olga"),
-                ("role", "operator"),
-                ("password", PASSWORD),
-            ],
-        ),
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(body_of(resp)
-        .await
-        .contains("User olga (operator) is created."));
-    // A bad name is a message; the user list is unchanged.
-    let resp = test::call_service(
-        &app,
-        post(
-            "/settings/users",
-            &[("name", "<b>x"), ("role", "viewer"), ("password", PASSWORD)],
-        ),
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let page = body_of(resp).await;
-    assert!(page.contains("notice error"), "{page}");
-    assert!(!page.contains("<b>x"));
-    assert_eq!(core.auth.list_users().unwrap().len(), 2);
-
-    let resp = test::call_service(
-        &app,
-        post(
-            "/settings/users/olga",
-            &[("action", "role"), ("role", "viewer")],
-        ),
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let resp =
-        test::call_service(&app, post("/settings/users/olga", &[("action", "disable")])).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let olga = core
-        .auth
-        .list_users()
-        .unwrap()
-        .into_iter()
-        .find(|u| u.name == "olga")
-        .unwrap();
-    assert_eq!(olga.role, crate::mgmt::auth::Role::Viewer);
-    assert!(olga.disabled);
-    let resp =
-        test::call_service(&app, post("/settings/users/olga", &[("action", "explode")])).await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let resp = test::call_service(&app, post("/settings/users/olga/delete", &[])).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(core.auth.list_users().unwrap().len(), 1);
-
-    // An API token's secret is shown once, and it works.
-    let resp = test::call_service(
-        &app,
-        post(
-            "/settings/tokens",
-            &[("name", "script"), ("user", "admin"), ("ttl_days", "7")],
-        ),
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let page = body_of(resp).await;
-    let secret = between(&page, "class=\"secret-value\">", "<").to_string();
-    assert!(secret.starts_with("fat_"), "{secret}");
-    let principal = core.auth.authenticate(&secret).unwrap();
-    let resp = test::call_service(
-        &app,
-        post(
-            &format!("/settings/tokens/{}/revoke", principal.token_id),
-            &[],
-        ),
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(core.auth.authenticate(&secret).is_err());
-    let resp = test::call_service(
-        &app,
-        post(
-            "/settings/tokens",
-            &[("name", "script"), ("ttl_days", "many")],
-        ),
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-}
-
-#[actix_web::test]
-async fn unknown_machines_and_agents_answer_pages_not_crashes() {
-    let dir = tempfile::tempdir().unwrap();
-    let core = core_in(dir.path());
-    set_up(&core).await;
-    let (token, csrf) = session_of(&core, "admin", PASSWORD);
-    let app = app!(core);
-    let req = test::TestRequest::get()
-        .uri("/machines/nope")
-        .cookie(cookie(&token))
-        .to_request();
-    let resp = test::call_service(&app, req).await;
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert!(body_of(resp).await.contains("Not found"));
-    let req = post_form("/agents/nope/revoke", &[("csrf", csrf.as_str())])
-        .cookie(cookie(&token))
-        .to_request();
-    let resp = test::call_service(&app, req).await;
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert!(body_of(resp).await.contains("no agent nope"));
-    // Paging parameters that do not parse fall back to the first page.
-    for path in [
-        "/points?offset=abc",
-        "/audit?offset=-1",
-        "/restores?offset=99999",
-    ] {
-        let req = test::TestRequest::get()
-            .uri(path)
-            .cookie(cookie(&token))
-            .to_request();
-        assert_eq!(
-            test::call_service(&app, req).await.status(),
-            StatusCode::OK,
-            "{path}"
-        );
-    }
-}
-
-#[actix_web::test]
-async fn zz_snapshot_pages() {
-    let Ok(out) = std::env::var("FERRY_UI_SNAP") else { return };
-    let out = std::path::PathBuf::from(out);
-    std::fs::create_dir_all(&out).unwrap();
-    let fix = |page: String| page.replace(concat!("/static/ferry.css?v=", env!("CARGO_PKG_VERSION")), "ferry.css");
-    let dir = tempfile::tempdir().unwrap();
-    let core = core_in(dir.path());
-    let token = core.setup.prepare_token().unwrap();
-    let app = app!(core);
-    let req = test::TestRequest::get().uri(&format!("/setup?token={token}")).to_request();
-    std::fs::write(out.join("setup.html"), fix(body_of(test::call_service(&app, req).await).await)).unwrap();
-    let req = post_form("/setup", &setup_fields("bad", PASSWORD)).to_request();
-    std::fs::write(out.join("setup-error.html"), fix(body_of(test::call_service(&app, req).await).await)).unwrap();
-    let req = post_form("/setup", &setup_fields(&token, PASSWORD)).to_request();
-    std::fs::write(out.join("setup-result.html"), fix(body_of(test::call_service(&app, req).await).await)).unwrap();
-    let req = post_form("/login", &[("username", "admin"), ("password", "x")]).to_request();
-    std::fs::write(out.join("login.html"), fix(body_of(test::call_service(&app, req).await).await)).unwrap();
-    let (token, csrf) = session_of(&core, "admin", PASSWORD);
-    for (name, path) in [("dashboard", "/"), ("agents", "/agents"), ("points", "/points"), ("restores", "/restores"), ("audit", "/audit"), ("settings", "/settings")] {
-        let req = test::TestRequest::get().uri(path).cookie(cookie(&token)).to_request();
-        std::fs::write(out.join(format!("{name}.html")), fix(body_of(test::call_service(&app, req).await).await)).unwrap();
-    }
-    let req = post_form("/settings/tokens", &[("name", "script"), ("csrf", csrf.as_str())]).cookie(cookie(&token)).to_request();
-    std::fs::write(out.join("token.html"), fix(body_of(test::call_service(&app, req).await).await)).unwrap();
-    let req = post_form("/settings", &[("upload_limit_mbit", "5")]).cookie(cookie(&token)).to_request();
-    std::fs::write(out.join("csrf.html"), fix(body_of(test::call_service(&app, req).await).await)).unwrap();
-    let principal = core.auth.authenticate(&token).unwrap();
-    let session = Session { csrf, principal, source: "x".into() };
-    let now = 20_000 * 86_400u64 + 13 * 3600;
-    let rpo: Vec<(u64, Option<f64>)> = (0..288).map(|i| (now - 86_400 + i * 300, if (100..110).contains(&i) { None } else { Some(((i % 24) * 37 + 60) as f64) })).collect();
-    let thr: Vec<(u64, Option<f64>)> = (0..288).map(|i| (now - 86_400 + i * 300, Some(((i * 7919) % 100) as f64 * 250_000.0))).collect();
-    let body = maud::html! {
-        div.charts {
-            (charts::line_chart(&charts::Chart { title: "RPO (age of the newest point)", start: now - 86_400, end: now, points: &rpo, format: |v| format!("{v:.0} s"), tone: "tone-rpo" }))
-            (charts::line_chart(&charts::Chart { title: "Throughput", start: now - 86_400, end: now, points: &thr, format: |v| layout::rate(v), tone: "tone-rate" }))
-            (charts::line_chart(&charts::Chart { title: "Empty", start: now - 86_400, end: now, points: &[], format: |v| format!("{v}"), tone: "tone-rate" }))
-        }
-    };
-    std::fs::write(out.join("charts.html"), fix(layout::page(&session, layout::Nav::Dashboard, "web01", None, body).into_string())).unwrap();
-    std::fs::write(out.join("ferry.css"), STYLE_CSS).unwrap();
-}
+/// The signed-in pages (a sibling file, so that each stays readable).
+#[path = "ui_pages_tests.rs"]
+mod pages;
