@@ -182,11 +182,10 @@ async fn start_data_path(core: &Core) -> anyhow::Result<actors::DataPath> {
         .with_context(|| format!("listen_data {:?} is not host:port", cfg.listen_data))?;
     let cache = actors::cache::Cache::open(&cfg.cache_dir, cfg.cache_max_bytes)
         .with_context(|| format!("opening the cache in {}", cfg.cache_dir.display()))?;
-    let registry = Arc::new(Registry::new(
-        core.state.clone(),
-        tls.clone(),
-        &registration_passphrase,
-    ));
+    let registry = Arc::new(
+        Registry::new(core.state.clone(), tls.clone(), &registration_passphrase)
+            .with_passphrase_file(crate::secrets::registration_passphrase_path(&cfg.data_dir)),
+    );
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config()?);
     let config = actors::DataPathConfig {
         listen,
@@ -216,6 +215,7 @@ async fn start_data_path(core: &Core) -> anyhow::Result<actors::DataPath> {
         shared: data_path.shared.clone(),
         registry,
     };
+    data_path.shared.set_upload_limit(core.upload_limit()?);
     core.set_running(Some(running.clone()));
     core.catalog.attach(&running);
     if let Err(err) = core.auth.ensure_admin_token_file(&cfg.data_dir) {

@@ -2,27 +2,31 @@
 //! "Authentication"). No secret is ever stored: tokens are keyed by the SHA-256 of their secret and
 //! passwords are argon2id hashes.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use base64::Engine;
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use super::login_limit::{self, LoginLimiter};
 use super::MgmtError;
-use crate::files;
 use crate::state::{decode_record, encode_record, State};
+
+// User and token administration: a second `impl Auth`, in its own file to keep each file short.
+#[path = "auth_admin.rs"]
+mod admin;
+// Password hashing and rules, user and token names, secret generation.
+#[path = "auth_credentials.rs"]
+mod credentials;
+
+use credentials::{
+    check_password, dummy_hash, hash_secret, new_secret, random_bytes, secret_kind, shown,
+};
+pub use credentials::{hash_password, validate_user_name, verify_password};
 
 const USERS_TREE: &str = "users";
 const TOKENS_TREE: &str = "tokens";
@@ -41,12 +45,6 @@ pub const MAX_API_TTL_DAYS: u32 = 730;
 pub const MIN_PASSWORD_CHARS: usize = 12;
 pub const MAX_PASSWORD_CHARS: usize = 1024;
 pub const MAX_NAME_CHARS: usize = 64;
-/// base64url without padding of the 32 random bytes of a secret.
-const SECRET_B64_CHARS: usize = 43;
-/// OWASP's argon2id parameters: 19 MiB, 2 passes, 1 lane.
-const ARGON2_M_KIB: u32 = 19_456;
-const ARGON2_T: u32 = 2;
-const ARGON2_P: u32 = 1;
 
 const MALFORMED: &str =
     "malformed token: expected a session (fss_...) or API (fat_...) token issued by this appliance";
@@ -215,13 +213,6 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    // ThreadRng is a CSPRNG seeded from the OS.
-    rand::rng().fill_bytes(&mut out);
-    out
-}
-
 fn fmt_time(t: OffsetDateTime) -> Result<String, MgmtError> {
     t.format(&Rfc3339)
         .map_err(|e| MgmtError::Internal(format!("formatting a time: {e}")))
@@ -244,111 +235,6 @@ fn decode<T: serde::de::DeserializeOwned>(tree: &str, raw: &[u8]) -> Result<T, M
     };
     let body = decode_record(raw).map_err(corrupt)?;
     serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))
-}
-
-fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// The kind a secret claims by its prefix, if it has the shape of an issued secret.
-fn secret_kind(secret: &str) -> Option<TokenKind> {
-    let (kind, body) = if let Some(body) = secret.strip_prefix(SESSION_PREFIX) {
-        (TokenKind::Session, body)
-    } else {
-        (TokenKind::Api, secret.strip_prefix(API_PREFIX)?)
-    };
-    let shaped = body.len() == SECRET_B64_CHARS
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    shaped.then_some(kind)
-}
-
-fn new_secret(kind: TokenKind) -> String {
-    let prefix = match kind {
-        TokenKind::Session => SESSION_PREFIX,
-        TokenKind::Api => API_PREFIX,
-    };
-    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
-    format!("{prefix}{body}")
-}
-
-/// A user-supplied name as it appears in audit details: quoted, escaped, at most 64 characters.
-fn shown(name: &str) -> String {
-    format!(
-        "{:?}",
-        name.chars().take(MAX_NAME_CHARS).collect::<String>()
-    )
-}
-
-/// 1..=64 characters of `[a-z0-9._-]`, starting with a letter or digit.
-pub fn validate_user_name(name: &str) -> Result<(), MgmtError> {
-    let problem = if name.is_empty() {
-        "must not be empty"
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        "may contain only lower-case letters a-z, digits, '.', '_' and '-'"
-    } else if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        "must start with a letter or a digit"
-    } else if name.len() > MAX_NAME_CHARS {
-        "must have at most 64 characters"
-    } else {
-        return Ok(());
-    };
-    Err(MgmtError::invalid("name", problem))
-}
-
-fn validate_token_name(name: &str) -> Result<(), MgmtError> {
-    let chars = name.chars().count();
-    if name.trim().is_empty() || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(MgmtError::invalid(
-            "name",
-            "must have 1 to 64 characters and no control characters",
-        ));
-    }
-    Ok(())
-}
-
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None)
-        .expect("the constant argon2 parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
-/// The argon2id PHC string of a password, with a fresh random salt.
-pub fn hash_password(password: &str) -> Result<String, MgmtError> {
-    let salt = SaltString::encode_b64(&random_bytes::<16>())
-        .map_err(|e| MgmtError::Internal(format!("password salt: {e}")))?;
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| MgmtError::Internal(format!("hashing a password: {e}")))
-}
-
-/// Whether `password` matches the PHC string `phc` (false for a malformed hash).
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => argon2().verify_password(password.as_bytes(), &hash).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// A hash no password matches in practice, so that a login for an unknown user costs as much as one
-/// for a known user and user names cannot be probed by timing.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_password(&hex::encode(random_bytes::<32>())).unwrap_or_default())
-}
-
-fn check_password(name: &str, password: &str) -> Result<(), MgmtError> {
-    let problems = Auth::password_problems_for(name, password);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(MgmtError::invalid("password", problems.join(" ")))
-    }
 }
 
 fn new_user_record(name: &str, role: Role, password: &str) -> Result<UserRecord, MgmtError> {
@@ -381,57 +267,6 @@ impl Auth {
                 csrf_key: OnceLock::new(),
             }),
         }
-    }
-
-    /// The rules a new password must follow, for the form.
-    pub fn password_rules() -> Vec<String> {
-        [
-            format!("At least {MIN_PASSWORD_CHARS} characters."),
-            format!("At most {MAX_PASSWORD_CHARS} characters."),
-            "Not the user name.".to_string(),
-            "At least two kinds of characters: lower-case letters, upper-case letters, digits, others."
-                .to_string(),
-        ]
-        .into()
-    }
-
-    /// What is wrong with a new password (empty when it is acceptable); shown next to the form.
-    pub fn password_problems(password: &str) -> Vec<String> {
-        Auth::password_problems_for("", password)
-    }
-
-    /// Like [`Auth::password_problems`], also refusing the user name itself (when not empty).
-    pub fn password_problems_for(name: &str, password: &str) -> Vec<String> {
-        let mut problems = Vec::new();
-        let chars = password.chars().count();
-        if chars < MIN_PASSWORD_CHARS {
-            problems.push(format!(
-                "The password must have at least {MIN_PASSWORD_CHARS} characters."
-            ));
-        }
-        if chars > MAX_PASSWORD_CHARS {
-            problems.push(format!(
-                "The password must have at most {MAX_PASSWORD_CHARS} characters."
-            ));
-        }
-        if !name.is_empty() && password.to_lowercase() == name.to_lowercase() {
-            problems.push("The password must not be the user name.".to_string());
-        }
-        let has = |f: fn(&char) -> bool| password.chars().any(|c| f(&c));
-        let kinds = [
-            has(|c| c.is_lowercase()),
-            has(|c| c.is_uppercase()),
-            has(|c| c.is_numeric()),
-            has(|c| !c.is_lowercase() && !c.is_uppercase() && !c.is_numeric()),
-        ];
-        if kinds.iter().filter(|k| **k).count() < 2 {
-            problems.push(
-                "The password must mix at least two kinds of characters: lower-case letters, \
-                 upper-case letters, digits, others."
-                    .to_string(),
-            );
-        }
-        problems
     }
 
     /// The `users` tree key and value of a new user, for setup's sled transaction.
@@ -710,261 +545,6 @@ impl Auth {
     pub fn check_csrf(&self, who: &Principal, given: &str) -> bool {
         let expected = self.csrf_token(who);
         expected.as_bytes().ct_eq(given.as_bytes()).into()
-    }
-
-    pub fn list_users(&self) -> Result<Vec<UserView>, MgmtError> {
-        let mut users: Vec<UserView> = self.all_users()?.iter().map(UserRecord::view).collect();
-        users.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(users)
-    }
-
-    pub fn create_user(
-        &self,
-        by: &Principal,
-        source: &str,
-        name: &str,
-        role: Role,
-        password: &str,
-    ) -> Result<UserView, MgmtError> {
-        let record = new_user_record(name, role, password)?;
-        let created = self.users()?.compare_and_swap(
-            name.as_bytes(),
-            None as Option<&[u8]>,
-            Some(encode(&record)?),
-        )?;
-        if created.is_err() {
-            return Err(MgmtError::Conflict(format!("user {name} already exists")));
-        }
-        self.audit(
-            &by.user,
-            source,
-            "user_created",
-            &format!("{name} (role {role})"),
-        )?;
-        self.state.flush()?;
-        Ok(record.view())
-    }
-
-    /// Refuses a change that would leave no enabled admin besides `name`.
-    fn ensure_other_admin(&self, name: &str, change: &str) -> Result<(), MgmtError> {
-        if self
-            .all_users()?
-            .iter()
-            .any(|u| u.name != name && u.is_enabled_admin())
-        {
-            return Ok(());
-        }
-        Err(MgmtError::Conflict(format!(
-            "cannot {change} {name}: it is the last enabled admin; make another user admin first"
-        )))
-    }
-
-    /// Changes role, password or disabled flag (each optional). A new password also signs the user
-    /// out of their other sessions (not of the one making the change).
-    pub fn update_user(
-        &self,
-        by: &Principal,
-        source: &str,
-        name: &str,
-        role: Option<Role>,
-        password: Option<&str>,
-        disabled: Option<bool>,
-    ) -> Result<UserView, MgmtError> {
-        let new_hash = match password {
-            Some(password) => {
-                check_password(name, password)?;
-                Some(hash_password(password)?)
-            }
-            None => None,
-        };
-        let _changes = self.lock_user_changes();
-        let mut record = self.user(name)?.ok_or_else(|| user_not_found(name))?;
-        let was_admin = record.is_enabled_admin();
-        let mut changes = Vec::new();
-        match role {
-            Some(role) if role != record.role => {
-                changes.push(format!("role {} -> {role}", record.role));
-                record.role = role;
-            }
-            _ => {}
-        }
-        match disabled {
-            Some(disabled) if disabled != record.disabled => {
-                changes.push(if disabled { "disabled" } else { "enabled" }.to_string());
-                record.disabled = disabled;
-            }
-            _ => {}
-        }
-        if let Some(hash) = &new_hash {
-            changes.push("password changed".to_string());
-            record.password_hash = hash.clone();
-        }
-        if changes.is_empty() {
-            return Ok(record.view());
-        }
-        if was_admin && !record.is_enabled_admin() {
-            self.ensure_other_admin(name, "demote or disable")?;
-        }
-        self.put_user(&record)?;
-        if new_hash.is_some() {
-            for (key, token) in self.all_tokens()? {
-                if token.user == name && token.kind == TokenKind::Session && token.id != by.token_id
-                {
-                    self.mark_revoked(&key, token)?;
-                }
-            }
-        }
-        let detail = format!("{name}: {}", changes.join(", "));
-        self.audit(&by.user, source, "user_updated", &detail)?;
-        self.state.flush()?;
-        Ok(record.view())
-    }
-
-    /// Deletes a user and their tokens (so a later user of the same name does not inherit them).
-    pub fn delete_user(&self, by: &Principal, source: &str, name: &str) -> Result<(), MgmtError> {
-        let _changes = self.lock_user_changes();
-        let record = self.user(name)?.ok_or_else(|| user_not_found(name))?;
-        if record.is_enabled_admin() {
-            self.ensure_other_admin(name, "delete")?;
-        }
-        self.users()?.remove(name.as_bytes())?;
-        let mut removed = 0;
-        for (key, token) in self.all_tokens()? {
-            if token.user == name {
-                self.tokens()?.remove(key)?;
-                removed += 1;
-            }
-        }
-        let detail = format!("{name} (role {}, {removed} tokens removed)", record.role);
-        self.audit(&by.user, source, "user_deleted", &detail)?;
-        self.state.flush()?;
-        Ok(())
-    }
-
-    /// Every token, newest first; expired sessions are left out.
-    pub fn list_tokens(&self) -> Result<Vec<TokenView>, MgmtError> {
-        let now = OffsetDateTime::now_utc();
-        let mut tokens = Vec::new();
-        for (_, token) in self.all_tokens()? {
-            if token.kind == TokenKind::Session && token.expired(now)? {
-                continue;
-            }
-            tokens.push((parse_time(&token.created_at)?, token.view()));
-        }
-        tokens.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
-        Ok(tokens.into_iter().map(|(_, view)| view).collect())
-    }
-
-    /// Creates an API token for `user` valid `ttl_days` (None: default 90; at most 730).
-    pub fn create_api_token(
-        &self,
-        by: &Principal,
-        source: &str,
-        user: &str,
-        name: &str,
-        ttl_days: Option<u32>,
-    ) -> Result<IssuedToken, MgmtError> {
-        let days = ttl_days.unwrap_or(DEFAULT_API_TTL_DAYS);
-        if days == 0 || days > MAX_API_TTL_DAYS {
-            return Err(MgmtError::invalid(
-                "ttl_days",
-                format!("must be between 1 and {MAX_API_TTL_DAYS} days"),
-            ));
-        }
-        validate_token_name(name)?;
-        let expires = OffsetDateTime::now_utc() + Duration::days(i64::from(days));
-        let issued = self.issue(user, TokenKind::Api, name, Some(expires))?;
-        let detail = format!(
-            "token {} ({}) for {}, expires {}",
-            issued.id,
-            shown(name),
-            issued.user,
-            issued.expires_at.as_deref().unwrap_or("never")
-        );
-        self.audit(&by.user, source, "token_created", &detail)?;
-        self.state.flush()?;
-        Ok(issued)
-    }
-
-    pub fn revoke_token(&self, by: &Principal, source: &str, id: &str) -> Result<(), MgmtError> {
-        let (key, token) = self
-            .find_token(id)?
-            .ok_or_else(|| MgmtError::NotFound("there is no token with this id".to_string()))?;
-        let detail = format!(
-            "token {} ({}) of {}",
-            token.id,
-            shown(&token.name),
-            token.user
-        );
-        if self.mark_revoked(&key, token)? {
-            self.audit(&by.user, source, "token_revoked", &detail)?;
-            self.state.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Makes sure `<data dir>/admin-token` holds a working API token of `admin` (after setup).
-    pub fn ensure_admin_token_file(&self, data_dir: &Path) -> Result<(), MgmtError> {
-        let path = data_dir.join(ADMIN_TOKEN_FILE);
-        let io_err = |what: &str, e: std::io::Error| {
-            MgmtError::Internal(format!("{what} {}: {e}", path.display()))
-        };
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                let works = self.authenticate(text.trim());
-                if works.is_ok_and(|p| p.role == Role::Admin && p.kind == TokenKind::Api) {
-                    // Someone may have loosened the mode; the token is as good as the admin password.
-                    fs::set_permissions(
-                        &path,
-                        fs::Permissions::from_mode(files::PRIVATE_FILE_MODE),
-                    )
-                    .map_err(|e| io_err("restricting", e))?;
-                    return Ok(());
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read {}; replacing it", path.display()),
-        }
-        let admin = self.user(ADMIN_USER)?.ok_or_else(|| {
-            MgmtError::Internal(format!(
-                "there is no user {ADMIN_USER}: finish setup before the CLI token can be created"
-            ))
-        })?;
-        if !admin.is_enabled_admin() {
-            return Err(MgmtError::Internal(format!(
-                "user {ADMIN_USER} is disabled or not an admin: the CLI token cannot be created"
-            )));
-        }
-        let issued = self.issue(ADMIN_USER, TokenKind::Api, LOCAL_CLI_TOKEN, None)?;
-        let written = files::replace_file(
-            &path,
-            format!("{}\n", issued.token).as_bytes(),
-            files::PRIVATE_FILE_MODE,
-        );
-        if let Err(e) = written {
-            // A never-expiring token nobody holds is only a liability.
-            if let Some((key, token)) = self.find_token(&issued.id)? {
-                self.mark_revoked(&key, token)?;
-            }
-            return Err(io_err("writing", e));
-        }
-        // Earlier CLI tokens no longer have a file; a stray copy of one must not work for ever.
-        for (key, token) in self.all_tokens()? {
-            if token.user == ADMIN_USER
-                && token.name == LOCAL_CLI_TOKEN
-                && token.expires_at.is_none()
-                && token.id != issued.id
-            {
-                self.mark_revoked(&key, token)?;
-            }
-        }
-        let detail = format!(
-            "token {} ({LOCAL_CLI_TOKEN:?}) for {ADMIN_USER}, expires never",
-            issued.id
-        );
-        self.audit("system", "local", "token_created", &detail)?;
-        self.state.flush()?;
-        Ok(())
     }
 }
 

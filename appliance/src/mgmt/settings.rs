@@ -46,7 +46,10 @@ impl Core {
 
     pub fn settings(&self) -> Result<SettingsView, MgmtError> {
         Ok(SettingsView {
-            vault_url: self.cfg.vault_url.clone(),
+            vault_url: crate::vault_access::read_location_file(&self.cfg.data_dir)
+                .ok()
+                .flatten()
+                .map_or_else(|| self.cfg.vault_url.clone(), |target| target.url),
             upload_limit_bytes_per_sec: self.upload_limit()?,
             rpo_target_secs: super::catalog::RPO_TARGET_SECS,
             listen_data: self.cfg.listen_data.clone(),

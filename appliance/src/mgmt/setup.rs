@@ -82,6 +82,8 @@ pub enum SetupPhase {
 #[derive(Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetupRequest {
+    /// The one-time setup token (`<data dir>/setup-token`); a missing one is refused like a wrong one.
+    #[serde(default)]
     pub token: String,
     pub admin_password: String,
     pub vault_url: Option<String>,
@@ -117,6 +119,7 @@ pub struct SetupResult {
 #[derive(Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VaultTestRequest {
+    #[serde(default)]
     pub token: String,
     pub vault_url: String,
     pub azure_access_key: Option<String>,

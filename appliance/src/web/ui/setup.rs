@@ -213,6 +213,8 @@ fn render_form(status: &SetupStatus, values: &SetupForm, error: Option<&FormErro
                 fieldset {
                     legend { "2. Administrator" }
                     p.help { "You sign in as " code { "admin" } " with this password. It must follow these rules:" }
+                    // For password managers: the user name that goes with the new password.
+                    input type="text" name="username" value="admin" autocomplete="username" hidden readonly;
                     ul.rules {
                         @for rule in &status.password_rules { li { (rule) } }
                     }
