@@ -52,7 +52,11 @@ pub fn local_base_url(listen: &str) -> String {
     let addr = listen
         .strip_prefix("0.0.0.0:")
         .map(|port| format!("127.0.0.1:{port}"))
-        .or_else(|| listen.strip_prefix("[::]:").map(|port| format!("[::1]:{port}")))
+        .or_else(|| {
+            listen
+                .strip_prefix("[::]:")
+                .map(|port| format!("[::1]:{port}"))
+        })
         .unwrap_or_else(|| listen.to_string());
     format!("https://{addr}")
 }
@@ -71,7 +75,8 @@ impl ApiClient {
                 ca_path.display()
             )
         })?;
-        let token_path = token_file.map_or_else(|| admin_token_path(&cfg.data_dir), Path::to_path_buf);
+        let token_path =
+            token_file.map_or_else(|| admin_token_path(&cfg.data_dir), Path::to_path_buf);
         let token = crate::secrets::read_secret_file(&token_path).with_context(|| {
             format!(
                 "reading the API token {} (it exists once setup is complete; pass --token-file)",
@@ -115,18 +120,24 @@ impl ApiClient {
             return Err(ClientError::Api {
                 status,
                 code: parsed["code"].as_str().unwrap_or("unknown").to_string(),
-                message: parsed["message"]
-                    .as_str()
-                    .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_string),
+                message: parsed["message"].as_str().map_or_else(
+                    || String::from_utf8_lossy(&body).into_owned(),
+                    str::to_string,
+                ),
             });
         }
-        let body = if body.is_empty() { &b"null"[..] } else { &body[..] };
+        let body = if body.is_empty() {
+            &b"null"[..]
+        } else {
+            &body[..]
+        };
         serde_json::from_slice(body)
             .map_err(|e| ClientError::Other(anyhow::anyhow!("unexpected answer from the API: {e}")))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(

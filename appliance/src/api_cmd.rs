@@ -139,19 +139,29 @@ pub async fn agents_list(api: &ApiClient, json: bool, out: &mut impl Write) -> a
 
 pub async fn agents_revoke(api: &ApiClient, id: &str, out: &mut impl Write) -> anyhow::Result<()> {
     let agent: Value = api
-        .post(&format!("/api/v1/agents/{id}/revoke"), &serde_json::json!({}))
+        .post(
+            &format!("/api/v1/agents/{id}/revoke"),
+            &serde_json::json!({}),
+        )
         .await?;
     writeln!(out, "revoked agent {id} ({})", text(&agent, "hostname"))?;
     Ok(())
 }
 
-pub async fn machines_list(api: &ApiClient, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn machines_list(
+    api: &ApiClient,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let machines = api.get_all("/api/v1/machines").await?;
     if json {
         return print_json(out, &machines);
     }
     if machines.is_empty() {
-        writeln!(out, "no machines yet: register an agent and let it replicate")?;
+        writeln!(
+            out,
+            "no machines yet: register an agent and let it replicate"
+        )?;
         return Ok(());
     }
     let rows: Vec<Vec<String>> = machines
@@ -164,7 +174,10 @@ pub async fn machines_list(api: &ApiClient, json: bool, out: &mut impl Write) ->
                 m["rpo_seconds"]
                     .as_u64()
                     .map_or_else(|| "-".to_string(), human_secs),
-                m["last_point"]["point_id"].as_str().unwrap_or("-").to_string(),
+                m["last_point"]["point_id"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_string(),
                 format!(
                     "{}/s",
                     human_bytes(m["throughput_bytes_per_sec"].as_u64().unwrap_or(0))
@@ -175,7 +188,15 @@ pub async fn machines_list(api: &ApiClient, json: bool, out: &mut impl Write) ->
         .collect();
     table(
         out,
-        &["NAME", "ID", "STATE", "RPO", "LAST POINT", "THROUGHPUT", "DISKS"],
+        &[
+            "NAME",
+            "ID",
+            "STATE",
+            "RPO",
+            "LAST POINT",
+            "THROUGHPUT",
+            "DISKS",
+        ],
         &rows,
     )
 }
@@ -238,5 +259,8 @@ pub async fn token_create(
 
 /// Whether an error means "no daemon here", so a command may fall back to working offline.
 pub fn daemon_absent(err: &anyhow::Error) -> bool {
-    matches!(err.downcast_ref::<ClientError>(), Some(ClientError::NotRunning(_)))
+    matches!(
+        err.downcast_ref::<ClientError>(),
+        Some(ClientError::NotRunning(_))
+    )
 }

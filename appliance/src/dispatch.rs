@@ -85,7 +85,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Points(PointsCommand::List(args)) => {
             admin_logging(&cfg)?;
-            let explicit_vault = args.vault.url.is_some() || args.vault.vault_passphrase_file.is_some();
+            let explicit_vault =
+                args.vault.url.is_some() || args.vault.vault_passphrase_file.is_some();
             if !explicit_vault {
                 let json = args.json;
                 let through_api = with_daemon(&cfg, token_file, |api| async move {
@@ -123,8 +124,10 @@ where
     F: FnOnce(ApiClient) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let token_path =
-        token_file.map_or_else(|| crate::api_client::admin_token_path(&cfg.data_dir), Into::into);
+    let token_path = token_file.map_or_else(
+        || crate::api_client::admin_token_path(&cfg.data_dir),
+        Into::into,
+    );
     if !token_path.exists() {
         return Ok(false);
     }

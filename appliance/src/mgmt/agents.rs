@@ -96,9 +96,7 @@ impl Core {
         new: Option<&str>,
     ) -> Result<PassphraseView, MgmtError> {
         let running = self.require_running()?;
-        let passphrase = running
-            .registry
-            .rotate_passphrase(new, &by.user, source)?;
+        let passphrase = running.registry.rotate_passphrase(new, &by.user, source)?;
         Ok(PassphraseView { passphrase })
     }
 }

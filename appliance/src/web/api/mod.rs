@@ -105,7 +105,10 @@ impl Modify for CommonErrors {
                     })
                 });
                 if has_body {
-                    add("400", "the body is not valid JSON for this call, or a field is invalid");
+                    add(
+                        "400",
+                        "the body is not valid JSON for this call, or a field is invalid",
+                    );
                     add("413", "the body is larger than 64 KiB");
                     add("415", "the body is not application/json");
                 }

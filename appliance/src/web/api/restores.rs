@@ -21,13 +21,15 @@ pub async fn start(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
     let running = core.require_running()?;
-    let job = core.restores.start(
-        &caller.principal,
-        &caller.source,
-        running.shared.vault.clone(),
-        body.into_inner(),
-    )
-    .await?;
+    let job = core
+        .restores
+        .start(
+            &caller.principal,
+            &caller.source,
+            running.shared.vault.clone(),
+            body.into_inner(),
+        )
+        .await?;
     Ok(HttpResponse::Accepted().json(job))
 }
 
@@ -69,5 +71,8 @@ pub async fn cancel(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
-    Ok(HttpResponse::Ok().json(core.restores.cancel(&caller.principal, &caller.source, &id)?))
+    Ok(HttpResponse::Ok().json(
+        core.restores
+            .cancel(&caller.principal, &caller.source, &id)?,
+    ))
 }

@@ -158,7 +158,10 @@ pub async fn create_token(
     body: web::Json<NewToken>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin)?;
-    let user = body.user.clone().unwrap_or_else(|| caller.user().to_string());
+    let user = body
+        .user
+        .clone()
+        .unwrap_or_else(|| caller.user().to_string());
     let token = core.auth.create_api_token(
         &caller.principal,
         &caller.source,
