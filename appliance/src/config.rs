@@ -39,6 +39,7 @@ struct ConfigKeys {
     data_dir: PathBuf,
     listen_data: String,
     listen_management: String,
+    listen_redirect: Option<String>,
     vault_url: Option<String>,
     vault_passphrase: Option<String>,
     azure_access_key: Option<String>,
@@ -59,6 +60,7 @@ impl Default for ConfigKeys {
             data_dir: PathBuf::from("./ferry-data"),
             listen_data: "127.0.0.1:9443".to_string(),
             listen_management: "127.0.0.1:8443".to_string(),
+            listen_redirect: None,
             vault_url: None,
             vault_passphrase: None,
             azure_access_key: None,
@@ -87,6 +89,7 @@ const STRING_KEYS: &[&str] = &[
     "data_dir",
     "listen_data",
     "listen_management",
+    "listen_redirect",
     "vault_url",
     "vault_passphrase",
     "azure_access_key",
@@ -121,6 +124,8 @@ pub struct Config {
     pub listen_data: String,
     /// Address of the management listener (web UI, REST API).
     pub listen_management: String,
+    /// Plain-HTTP address that only redirects browsers to the management listener (the image: port 80).
+    pub listen_redirect: Option<String>,
     /// Where recovery points go: a plain path, `file://`, `az://` or `s3://` URL.
     pub vault_url: String,
     /// Vault passphrase from configuration; when absent, `<data_dir>/vault-passphrase` is used.
@@ -156,6 +161,7 @@ impl fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("listen_data", &self.listen_data)
             .field("listen_management", &self.listen_management)
+            .field("listen_redirect", &self.listen_redirect)
             .field("vault_url", &self.vault_url)
             .field("vault_passphrase", &redact(&self.vault_passphrase))
             .field("azure_access_key", &redact(&self.azure_access_key))
@@ -261,6 +267,7 @@ impl Config {
             data_dir: keys.data_dir,
             listen_data: keys.listen_data,
             listen_management: keys.listen_management,
+            listen_redirect: keys.listen_redirect.filter(|l| !l.is_empty()),
             vault_url,
             vault_passphrase: keys.vault_passphrase,
             azure_access_key: keys.azure_access_key,

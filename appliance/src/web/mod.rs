@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod health;
 mod metrics;
+pub mod redirect;
 pub mod ui;
 
 pub use health::{Readiness, VAULT_PROBE_TIMEOUT};
@@ -40,13 +41,31 @@ fn security_headers() -> actix_web::middleware::DefaultHeaders {
         .add(("Cache-Control", "no-store"))
 }
 
-/// Binds `listen` and serves the management endpoints on the current actix System until the returned
-/// handle is stopped. Fails when the address does not parse or cannot be bound.
+/// The running management listeners: HTTPS, and the optional plain-HTTP redirect.
+#[derive(Debug)]
+pub struct Listeners {
+    https: ServerHandle,
+    redirect: Option<ServerHandle>,
+}
+
+impl Listeners {
+    /// Stops both (waiting for requests in flight when `graceful`).
+    pub async fn stop(&self, graceful: bool) {
+        if let Some(redirect) = &self.redirect {
+            redirect.stop(graceful).await;
+        }
+        self.https.stop(graceful).await;
+    }
+}
+
+/// Binds `listen` (and the configured `listen_redirect`) and serves the management endpoints on the
+/// current actix System until stopped. Fails when an address does not parse or cannot be bound.
 pub fn start(
     listen: &str,
     tls: Arc<rustls::ServerConfig>,
     core: crate::mgmt::Core,
-) -> anyhow::Result<ServerHandle> {
+) -> anyhow::Result<Listeners> {
+    let redirect_listen = core.cfg.listen_redirect.clone();
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("listen_management {listen:?} is not host:port"))?;
@@ -82,7 +101,20 @@ pub fn start(
         }
     });
     tracing::info!(listen = %addr, "management listener started");
-    Ok(handle)
+    let redirect = match redirect_listen {
+        Some(redirect_listen) => match redirect::start(&redirect_listen, addr.port()) {
+            Ok(redirect) => Some(redirect),
+            Err(err) => {
+                actix_rt::spawn(async move { handle.stop(false).await });
+                return Err(err);
+            }
+        },
+        None => None,
+    };
+    Ok(Listeners {
+        https: handle,
+        redirect,
+    })
 }
 
 async fn not_found() -> HttpResponse {
