@@ -176,3 +176,18 @@ pub fn strong_password() -> String {
     // The fixed suffix guarantees every character class the rules count.
     format!("{body}-Aa9")
 }
+
+/// Writes `text` and a newline to a file only its owner can read (the admin password file).
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    writeln!(f, "{text}")?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 pub mod conn;
 pub mod daemon;
+pub mod demo;
 pub mod load;
 pub mod procfs;
 pub mod report;

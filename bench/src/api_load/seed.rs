@@ -53,7 +53,7 @@ impl SplitMix64 {
 }
 
 /// A machine id shaped like the agent ids the registry issues (a UUID v4).
-fn machine_id(rng: &mut SplitMix64) -> String {
+pub fn machine_id(rng: &mut SplitMix64) -> String {
     let (a, b) = (rng.next_u64(), rng.next_u64());
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",

@@ -3,27 +3,42 @@
 //! second and latency percentiles against the management plane's targets (>= 5,000 req/s, p99 < 20 ms).
 //!
 //! It builds nothing: `cargo build --release -p appliance -p ferry-bench` first.
+//!
+//! `--demo` runs no benchmark: it seeds a small catalog of named servers with 24 hours of history,
+//! starts the appliance on it and keeps it running until Ctrl-C or SIGTERM, to try the console.
 
 #[path = "../api_load/mod.rs"]
 mod api_load;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use api_load::conn::Connector;
-use api_load::daemon::{self, Appliance};
+use api_load::daemon::{self, write_private, Appliance};
 use api_load::load::{self, Check, Pass, PassResult, Target};
 use api_load::report::Report;
-use api_load::{procfs, seed};
+use api_load::{demo, procfs, seed};
+
+/// Machines of a demo when `--machines` is not given.
+const DEMO_MACHINES: u64 = 24;
 
 #[derive(Debug, Parser)]
 #[command(name = "api_load", version, about)]
 struct Args {
-    /// Machines in the seeded state
+    /// Machines in the seeded state [default with --demo: 24]
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     machines: u64,
+    /// No benchmark: seed a demo catalog (named servers, 24 h of chart history), start the appliance
+    /// on it, print the console's address and the admin password, and keep it running until Ctrl-C
+    #[arg(long)]
+    demo: bool,
+    /// With --demo: the data folder, created (it must be absent or empty) and kept afterwards
+    /// [default: <work dir>/data]
+    #[arg(long, requires = "demo")]
+    data_dir: Option<PathBuf>,
     /// Concurrent keep-alive HTTPS connections
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     connections: u64,
@@ -57,7 +72,23 @@ struct Args {
 }
 
 fn main() {
-    match run(Args::parse()) {
+    let args = match parse_args(&Args::command().get_matches()) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    let result = if args.demo {
+        demo::serve(demo::Options {
+            machines: args.machines as usize,
+            seed: args.seed,
+            bin_dir: args.bin_dir,
+            work_dir: args.work_dir,
+            data_dir: args.data_dir,
+        })
+        .map(|()| true)
+    } else {
+        run(args)
+    };
+    match result {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {
@@ -65,6 +96,15 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The arguments, with the demo's own default for `--machines`.
+fn parse_args(matches: &clap::ArgMatches) -> Result<Args, clap::Error> {
+    let mut args = Args::from_arg_matches(matches)?;
+    if args.demo && matches.value_source("machines") == Some(ValueSource::DefaultValue) {
+        args.machines = DEMO_MACHINES;
+    }
+    Ok(args)
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration> {
@@ -269,20 +309,6 @@ fn passes(
     passes
 }
 
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    writeln!(f, "{text}")?;
-    Ok(())
-}
-
 /// Appends a run to the day's results file, so every run of the day is kept.
 fn append(path: &Path, markdown: &str) -> Result<()> {
     use std::io::Write;
@@ -336,6 +362,30 @@ mod tests {
         assert!(Args::try_parse_from(["api_load", "--connections", "0"]).is_err());
         assert!(Args::try_parse_from(["api_load", "--client-threads", "0"]).is_err());
         assert!(Args::try_parse_from(["api_load", "--machines", "x"]).is_err());
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        parse_args(&Args::command().try_get_matches_from(argv)?)
+    }
+
+    #[test]
+    fn the_demo_has_its_own_defaults() {
+        let demo = parse(&["api_load", "--demo"]).unwrap();
+        assert!(demo.demo && demo.data_dir.is_none());
+        assert_eq!(demo.machines, DEMO_MACHINES);
+        assert_eq!(
+            parse(&["api_load", "--demo", "--machines", "5"])
+                .unwrap()
+                .machines,
+            5
+        );
+        assert_eq!(parse(&["api_load"]).unwrap().machines, 1000);
+        let dir = parse(&["api_load", "--demo", "--data-dir", "d"]).unwrap();
+        assert_eq!(dir.data_dir, Some(PathBuf::from("d")));
+        // --data-dir alone would be ignored by the benchmark: refused.
+        assert!(parse(&["api_load", "--data-dir", "d"]).is_err());
+        assert!(parse(&["api_load", "--demo", "--machines", "0"]).is_err());
+        assert!(parse(&["api_load", "--demo", "--machines", "lots"]).is_err());
     }
 
     #[test]
