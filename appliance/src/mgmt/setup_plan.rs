@@ -14,6 +14,8 @@ use crate::mgmt::MgmtError;
 use crate::secrets;
 use crate::state::now_rfc3339;
 use crate::vault_access::{self, StoreKind, VaultTarget, PROBE_TIMEOUT};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 
 /// Shortest passphrase accepted for a new vault or for agent registration, counted after
 /// `secrets::normalize_passphrase` (spaces and dashes do not count).
@@ -325,50 +327,145 @@ fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
+/// The recovery kit's line width: it is read in an 80-column terminal, a `<pre>` and on paper.
+const KIT_WIDTH: usize = 78;
+
+/// Words of `text` filled into lines of at most [`KIT_WIDTH`] characters, each after `indent`
+/// (a word longer than a line gets a line of its own rather than being cut).
+fn kit_prose(text: &str, indent: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > KIT_WIDTH {
+            lines.push(format!("{indent}{}", std::mem::take(&mut line)));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(format!("{indent}{line}"));
+    }
+    lines.join("\n")
+}
+
+/// A shell command over lines of at most [`KIT_WIDTH`] characters, continued with ` \`. Each
+/// group (a program and its subcommand, or an option with its value) stays on one line, so a
+/// break never separates an option from its value; a group too long for any line (a long vault
+/// URL) gets a line of its own.
+fn kit_command(groups: &[String]) -> String {
+    const FIRST: &str = "       ";
+    const NEXT: &str = "         ";
+    const CONTINUED: &str = " \\";
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for group in groups {
+        let indent = if lines.is_empty() { FIRST } else { NEXT };
+        let room = indent.len() + line.len() + 1 + group.len() + CONTINUED.len();
+        if !line.is_empty() && room > KIT_WIDTH {
+            lines.push(format!("{indent}{}{CONTINUED}", std::mem::take(&mut line)));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(group);
+    }
+    let indent = if lines.is_empty() { FIRST } else { NEXT };
+    lines.push(format!("{indent}{line}"));
+    lines.join("\n")
+}
+
+/// An RFC 3339 time to whole seconds in UTC ("2026-11-26T11:23:37Z"); text that is not one is
+/// shown as it is (a plan stored by an older version).
+fn kit_time(rfc3339: &str) -> String {
+    OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(UtcOffset::UTC).replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| rfc3339.to_string())
+}
+
 /// What setup shows once: the passphrases and the recovery kit.
 pub fn result_of(plan: &Plan, ca_fingerprint: &str) -> SetupResult {
     let url = &plan.target.url;
-    let vault = shell_quote(url);
-    let credentials =
-        match plan.target.kind() {
-            StoreKind::Local => String::new(),
-            StoreKind::Azure => {
-                "\n  The storage account key must be in APPLIANCE_AZURE_ACCESS_KEY (or \
-             AZURE_STORAGE_ACCESS_KEY)\n  of the shell running these commands."
-                    .to_string()
-            }
-            StoreKind::S3 => format!(
-            "\n  The S3 credentials must be in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and \
-             the\n  region in AWS_REGION (this vault: {}{}), of the shell running these commands.",
-            plan.target.s3_region.as_deref().unwrap_or(DEFAULT_S3_REGION),
-            plan.target
-                .s3_endpoint
-                .as_deref()
-                .map(|e| format!("; endpoint {e}, also as AWS_ENDPOINT"))
-                .unwrap_or_default()
+    let vault = format!("--vault {}", shell_quote(url));
+    let passphrase_file = "--vault-passphrase-file vault-pass.txt".to_string();
+    let credentials = match plan.target.kind() {
+        StoreKind::Local => String::new(),
+        StoreKind::Azure => kit_prose(
+            "The storage account key must be in APPLIANCE_AZURE_ACCESS_KEY (or \
+             AZURE_STORAGE_ACCESS_KEY) of the shell running these commands.",
+            "     ",
         ),
-        };
+        StoreKind::S3 => kit_prose(
+            &format!(
+                "The S3 credentials must be in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 and the region in AWS_REGION (this vault: {}{}), of the shell running these \
+                 commands.",
+                plan.target
+                    .s3_region
+                    .as_deref()
+                    .unwrap_or(DEFAULT_S3_REGION),
+                plan.target
+                    .s3_endpoint
+                    .as_deref()
+                    .map(|e| format!("; endpoint {e}, also as AWS_ENDPOINT"))
+                    .unwrap_or_default()
+            ),
+            "     ",
+        ),
+    };
+    let credentials = if credentials.is_empty() {
+        credentials
+    } else {
+        format!("\n{credentials}")
+    };
+    let list = kit_command(&[
+        "appliance points list".to_string(),
+        vault.clone(),
+        passphrase_file.clone(),
+    ]);
+    let restore = kit_command(
+        &[
+            "appliance restore",
+            &vault,
+            &passphrase_file,
+            "--machine MACHINE",
+            "--disk DISK",
+            "--point latest",
+            "--out disk.vhd",
+            "--format vhd",
+        ]
+        .map(str::to_string),
+    );
+    // The fingerprint (95 characters) has a line of its own, unbroken: the agent's registration
+    // takes it whole (--ca-fingerprint), so it is copied rather than retyped.
     let recovery_kit = format!(
         "FERRY RECOVERY KIT
-Keep this outside the appliance (a password manager, a safe). With the vault passphrase
-alone, any machine with the `appliance` program restores every recovery point; without it,
-nothing can: there is no other copy and no reset.
+{intro}
 
-Vault URL:                  {url}
-Vault passphrase:           {passphrase}
-Appliance CA fingerprint:   {ca_fingerprint}
-Set up:                     {at}
+Vault URL:         {url}
+Vault passphrase:  {passphrase}
+Set up:            {at}
+Appliance CA fingerprint (SHA-256):
+{ca_fingerprint}
 
 Restore without this appliance:
   1. Save the vault passphrase alone in a file, e.g. vault-pass.txt.{credentials}
   2. List the recovery points (machine, disk, point):
-       appliance points list --vault {vault} --vault-passphrase-file vault-pass.txt
+{list}
   3. Write one disk of a point to an image file (--format raw, vhd or vmdk):
-       appliance restore --vault {vault} --vault-passphrase-file vault-pass.txt \\
-         --machine MACHINE --disk DISK --point latest --out disk.vhd --format vhd
+{restore}
 ",
+        intro = kit_prose(
+            "Keep this outside the appliance (a password manager, a safe). With the vault \
+             passphrase alone, any machine with the `appliance` program restores every recovery \
+             point; without it, nothing can: there is no other copy and no reset.",
+            "",
+        ),
         passphrase = plan.vault_passphrase,
-        at = plan.accepted_at,
+        at = kit_time(&plan.accepted_at),
     );
     SetupResult {
         admin_user: plan.admin_user.clone(),
@@ -379,3 +476,7 @@ Restore without this appliance:
         recovery_kit,
     }
 }
+
+#[cfg(test)]
+#[path = "setup_kit_tests.rs"]
+mod kit_tests;

@@ -8,7 +8,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{
-    action_button, badge, bytes, dash, duration, notice, page, percent_encode, time, Nav, Notice,
+    action_button, badge, bytes, dash, duration, fingerprint, notice, page, percent_encode, time,
+    Nav, Notice,
 };
 use super::pages::everything;
 use super::{blocking, html, see_other, status_of, CsrfForm, Session, UiResult};
@@ -202,7 +203,7 @@ fn settings_page(
                 dt { "RPO target" } dd { (duration(view.rpo_target_secs)) }
                 dt { "Agents connect to" } dd { code { (view.listen_data) } }
                 dt { "Console and API" } dd { code { (view.listen_management) } }
-                dt { "CA fingerprint (SHA-256)" } dd { code.wrap { (view.ca_fingerprint) } }
+                dt { "CA fingerprint (SHA-256)" } dd { (fingerprint(None, &view.ca_fingerprint)) }
             }
             @if admin {
                 form #upload-limit-form.row method="post" action="/settings" {

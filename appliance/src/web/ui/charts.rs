@@ -1,20 +1,49 @@
 //! Line charts drawn by the server as SVG (no script): a time axis over a window, a value axis from
 //! zero with "nice" ticks, and the series as polylines broken where samples are missing.
 //!
-//! Colours and fonts come from the stylesheet (classes), geometry from presentation attributes, so
-//! the charts work under the listener's `style-src 'self'`.
+//! Colours and the font family come from the stylesheet (classes); geometry and font sizes from
+//! presentation attributes (sizes are in user units, so they scale with the drawing), so the charts
+//! work under the listener's `style-src 'self'`.
 
 use maud::{html, Markup};
 
-/// The drawing's size in SVG user units (it scales to the page width).
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 240.0;
-const LEFT: f64 = 78.0;
+/// The drawing's size in SVG user units (it scales to the page width). Two charts side by side
+/// are about 510-590 px wide, so a user unit is about 0.85-1 px there.
+const WIDTH: f64 = 600.0;
+const HEIGHT: f64 = 220.0;
+const LEFT: f64 = 84.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 14.0;
-const BOTTOM: f64 = 34.0;
+const TOP: f64 = 16.0;
+const BOTTOM: f64 = 38.0;
+/// Axis labels, in user units: about 11-12.5 px on the page at the widths above.
+const LABEL_FONT: f64 = 13.0;
+/// The "no samples" note.
+const NOTE_FONT: f64 = 15.0;
 /// Value ticks wanted (the nice step decides the exact number).
 const Y_TICKS: usize = 5;
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3_600;
+const DAY: u64 = 86_400;
+/// Steps of a duration axis below a day, in seconds: round numbers of the unit they show in.
+const DURATION_STEPS: [u64; 17] = [
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    MINUTE,
+    2 * MINUTE,
+    5 * MINUTE,
+    10 * MINUTE,
+    15 * MINUTE,
+    30 * MINUTE,
+    HOUR,
+    2 * HOUR,
+    3 * HOUR,
+    6 * HOUR,
+    12 * HOUR,
+];
 
 /// A linear map from a domain to a range.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,40 +71,132 @@ impl Scale {
 
 /// A step of 1, 2, 2.5 or 5 times a power of ten, near `span / count`.
 pub fn nice_step(span: f64, count: usize) -> f64 {
+    step_of(span, count, &[1.0, 2.0, 2.5, 5.0])
+}
+
+/// The smallest `m x 10^k` (m from `mantissas`, ascending) at or above `span / count`.
+fn step_of(span: f64, count: usize, mantissas: &[f64]) -> f64 {
     if !(span.is_finite() && span > 0.0) || count == 0 {
         return 1.0;
     }
     let raw = span / count as f64;
     let magnitude = 10f64.powf(raw.log10().floor());
     let fraction = raw / magnitude;
-    let nice = if fraction <= 1.0 {
-        1.0
-    } else if fraction <= 2.0 {
-        2.0
-    } else if fraction <= 2.5 {
-        2.5
-    } else if fraction <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
+    let nice = mantissas
+        .iter()
+        .copied()
+        .find(|m| fraction <= *m)
+        .unwrap_or(10.0);
     nice * magnitude
 }
 
-/// Ticks from 0 to the first multiple of the step at or above `max` (so the top tick bounds the
-/// data). A series of zeros or nothing still gets an axis 0..1.
-pub fn value_ticks(max: f64, count: usize) -> Vec<f64> {
-    let max = if max.is_finite() && max > 0.0 {
-        max
-    } else {
-        1.0
-    };
-    let step = nice_step(max, count);
+/// Ticks from 0 to the first multiple of `step` at or above `max` (so the top tick bounds the
+/// data); at least 0 and one step.
+pub fn ticks_by(max: f64, step: f64) -> Vec<f64> {
     let steps = (max / step).ceil().max(1.0) as usize;
     // Rounded so that 3 x 0.2 is 0.6, not 0.6000000000000001, in the labels.
     (0..=steps)
         .map(|i| (i as f64 * step * 1e9).round() / 1e9)
         .collect()
+}
+
+fn positive_or_one(max: f64) -> f64 {
+    if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    }
+}
+
+/// A value-axis tick: its place in the series' unit, and its label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tick {
+    pub value: f64,
+    pub label: String,
+}
+
+/// What a chart's values are; it decides the ticks and how they read. Steps are chosen in the
+/// unit the labels show, so they read "10 / 20 / 30 min", not "8.3 / 16.7 min".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    /// Seconds; labelled in s, min, h or d (one unit per axis, from the step).
+    Duration,
+    /// Bytes per second; labelled in bit/s, kbit/s, Mbit/s or Gbit/s (one unit per axis).
+    BitRate,
+}
+
+impl Axis {
+    /// About `count` steps from 0 to at least `max` (a series of zeros or nothing: one step).
+    pub fn ticks(self, max: f64, count: usize) -> Vec<Tick> {
+        match self {
+            Axis::Duration => duration_ticks(max, count),
+            Axis::BitRate => bit_rate_ticks(max, count),
+        }
+    }
+}
+
+fn duration_ticks(max: f64, count: usize) -> Vec<Tick> {
+    let max = positive_or_one(max);
+    let raw = max / count.max(1) as f64;
+    let step = match DURATION_STEPS.iter().find(|s| **s as f64 >= raw) {
+        Some(step) => *step as f64,
+        None => step_of(max / DAY as f64, count, &[1.0, 2.0, 5.0]).max(1.0) * DAY as f64,
+    };
+    let (unit, per) = if step < MINUTE as f64 {
+        ("s", 1)
+    } else if step < HOUR as f64 {
+        ("min", MINUTE)
+    } else if step < DAY as f64 {
+        ("h", HOUR)
+    } else {
+        ("d", DAY)
+    };
+    labelled(ticks_by(max, step), step, per as f64, unit, 1.0)
+}
+
+fn bit_rate_ticks(bytes_per_sec: f64, count: usize) -> Vec<Tick> {
+    // Steps are nice in bits; below one bit per second there is nothing worth a finer axis.
+    let bits = positive_or_one(bytes_per_sec * 8.0);
+    let step = nice_step(bits, count).max(1.0);
+    let ticks = ticks_by(bits, step);
+    let top = ticks.last().copied().unwrap_or(step);
+    let (unit, per) = if top >= 1e9 {
+        ("Gbit/s", 1e9)
+    } else if top >= 1e6 {
+        ("Mbit/s", 1e6)
+    } else if top >= 1e3 {
+        ("kbit/s", 1e3)
+    } else {
+        ("bit/s", 1.0)
+    };
+    labelled(ticks, step, per, unit, 8.0)
+}
+
+/// Labels in one unit (`per` tick units make one label unit), with as many decimals as the step
+/// needs; tick values are divided by `scale` back into the series' unit (bits to bytes).
+fn labelled(ticks: Vec<f64>, step: f64, per: f64, unit: &str, scale: f64) -> Vec<Tick> {
+    let decimals = decimals_of(step / per);
+    ticks
+        .into_iter()
+        .map(|v| Tick {
+            value: v / scale,
+            label: if v == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{:.*} {unit}", decimals, v / per)
+            },
+        })
+        .collect()
+}
+
+/// The decimals that show `step` (and so each multiple of it) exactly: 0.25 needs 2, 30 none.
+fn decimals_of(step: f64) -> usize {
+    (0..3)
+        .find(|d| {
+            let scaled = step * 10f64.powi(*d as i32);
+            (scaled - scaled.round()).abs() < 1e-6
+        })
+        .unwrap_or(3)
 }
 
 /// Time ticks at whole multiples of `step` seconds inside `[start, end]`.
@@ -135,8 +256,8 @@ pub struct Chart<'a> {
     pub end: u64,
     /// (UNIX seconds, value); `None` for a sample without a value.
     pub points: &'a [(u64, Option<f64>)],
-    /// Labels of the value axis.
-    pub format: fn(f64) -> String,
+    /// What the values are: decides the value axis's ticks and labels.
+    pub axis: Axis,
     /// A class for the series colour.
     pub tone: &'a str,
 }
@@ -150,36 +271,38 @@ pub fn line_chart(chart: &Chart<'_>) -> Markup {
         .filter_map(|(_, v)| *v)
         .filter(|v| v.is_finite())
         .fold(0.0_f64, f64::max);
-    let ticks = value_ticks(max, Y_TICKS);
-    let top = ticks.last().copied().unwrap_or(1.0);
+    let ticks = chart.axis.ticks(max, Y_TICKS);
+    let top = ticks.last().map_or(1.0, |t| t.value);
     let x = Scale::new(chart.start as f64, chart.end as f64, LEFT, WIDTH - RIGHT);
     let y = Scale::new(0.0, top, HEIGHT - BOTTOM, TOP);
     let runs = segments(chart.points, x, y);
     let span = chart.end.saturating_sub(chart.start);
     // About six labels on the time axis, on whole hours when the window is hours long.
     let step = match span {
-        0..=3_600 => 600,
-        3_601..=21_600 => 3_600,
-        21_601..=86_400 => 4 * 3_600,
-        _ => 24 * 3_600,
+        0..=HOUR => 10 * MINUTE,
+        3_601..=21_600 => HOUR,
+        21_601..=DAY => 4 * HOUR,
+        _ => DAY,
     };
+    // Baseline offset that centres a label on its grid line.
+    let centre = LABEL_FONT * 0.35;
     let view_box = format!("0 0 {WIDTH} {HEIGHT}");
     html! {
         figure.chart-box {
             figcaption { (chart.title) }
             svg class=(format!("chart {}", chart.tone)) viewBox=(view_box) role="img"
-                aria-label=(chart.title) {
+                aria-label=(chart.title) font-size=(LABEL_FONT) {
                 title { (chart.title) }
                 g.grid {
                     @for tick in &ticks {
-                        line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(fmt1(y.map(*tick))) y2=(fmt1(y.map(*tick))) {}
+                        line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(fmt1(y.map(tick.value))) y2=(fmt1(y.map(tick.value))) {}
                     }
                 }
                 g.axis.y-axis {
                     line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(HEIGHT - BOTTOM) {}
                     @for tick in &ticks {
-                        text x=(LEFT - 6.0) y=(fmt1(y.map(*tick) + 4.0)) text-anchor="end" {
-                            ((chart.format)(*tick))
+                        text x=(LEFT - 6.0) y=(fmt1(y.map(tick.value) + centre)) text-anchor="end" {
+                            (tick.label)
                         }
                     }
                 }
@@ -188,7 +311,7 @@ pub fn line_chart(chart: &Chart<'_>) -> Markup {
                     @for t in time_ticks(chart.start, chart.end, step) {
                         line x1=(fmt1(x.map(t as f64))) x2=(fmt1(x.map(t as f64)))
                             y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM + 5.0) {}
-                        text x=(fmt1(x.map(t as f64))) y=(HEIGHT - BOTTOM + 18.0) text-anchor="middle" {
+                        text x=(fmt1(x.map(t as f64))) y=(fmt1(HEIGHT - BOTTOM + 6.0 + LABEL_FONT)) text-anchor="middle" {
                             (clock(t))
                         }
                     }
@@ -196,7 +319,7 @@ pub fn line_chart(chart: &Chart<'_>) -> Markup {
                 }
                 @if runs.is_empty() {
                     text.empty x=(fmt1((LEFT + WIDTH - RIGHT) / 2.0)) y=(fmt1((TOP + HEIGHT - BOTTOM) / 2.0))
-                        text-anchor="middle" { "No samples in this period" }
+                        text-anchor="middle" font-size=(NOTE_FONT) { "No samples in this period" }
                 }
                 g.series {
                     @for run in &runs {

@@ -1,8 +1,5 @@
 use super::*;
 
-const HOUR: u64 = 3_600;
-const DAY: u64 = 86_400;
-
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
@@ -36,18 +33,157 @@ fn nice_steps_are_1_2_2_5_5_times_a_power_of_ten() {
 }
 
 #[test]
-fn value_ticks_start_at_zero_and_bound_the_maximum() {
-    assert_eq!(value_ticks(10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
-    let ticks = value_ticks(1234.0, 5);
+fn ticks_start_at_zero_and_bound_the_maximum() {
+    assert_eq!(ticks_by(10.0, 2.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+    let ticks = ticks_by(1234.0, nice_step(1234.0, 5));
     assert_eq!(ticks[0], 0.0);
     assert!(*ticks.last().unwrap() >= 1234.0, "{ticks:?}");
     assert!(ticks.len() <= 7, "{ticks:?}");
-    // No floating-point noise in the labels.
-    assert_eq!(value_ticks(1.0, 5), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
-    // All-zero, empty or broken data: an axis 0..1.
-    assert_eq!(value_ticks(0.0, 5), value_ticks(1.0, 5));
-    assert_eq!(*value_ticks(f64::INFINITY, 5).last().unwrap(), 1.0);
-    assert_eq!(*value_ticks(-5.0, 5).last().unwrap(), 1.0);
+    // No floating-point noise in the values.
+    assert_eq!(ticks_by(1.0, 0.2), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+    // At least one step above zero.
+    assert_eq!(ticks_by(0.0, 5.0), vec![0.0, 5.0]);
+}
+
+fn labels(ticks: &[Tick]) -> Vec<&str> {
+    ticks.iter().map(|t| t.label.as_str()).collect()
+}
+
+fn values(ticks: &[Tick]) -> Vec<f64> {
+    ticks.iter().map(|t| t.value).collect()
+}
+
+#[test]
+fn duration_ticks_are_round_in_the_unit_they_show() {
+    // 41.7 min: ten-minute steps, not 8.3 / 16.7 / 33.3 min.
+    let ticks = Axis::Duration.ticks(2_500.0, 5);
+    assert_eq!(
+        labels(&ticks),
+        ["0", "10 min", "20 min", "30 min", "40 min", "50 min"]
+    );
+    assert_eq!(values(&ticks), [0.0, 600.0, 1200.0, 1800.0, 2400.0, 3000.0]);
+    assert_eq!(
+        labels(&Axis::Duration.ticks(150.0, 5)),
+        ["0", "30 s", "60 s", "90 s", "120 s", "150 s"]
+    );
+    assert_eq!(
+        labels(&Axis::Duration.ticks(41.0, 5)),
+        ["0", "10 s", "20 s", "30 s", "40 s", "50 s"]
+    );
+    assert_eq!(
+        labels(&Axis::Duration.ticks(4_000.0, 5)),
+        ["0", "15 min", "30 min", "45 min", "60 min", "75 min"]
+    );
+    assert_eq!(
+        labels(&Axis::Duration.ticks(22_620.0, 5)),
+        ["0", "2 h", "4 h", "6 h", "8 h"]
+    );
+    assert_eq!(
+        labels(&Axis::Duration.ticks(3.0 * DAY as f64, 5)),
+        ["0", "1 d", "2 d", "3 d"]
+    );
+    // No data, or broken data: an axis 0..1 s.
+    for broken in [0.0, -5.0, f64::NAN, f64::INFINITY] {
+        assert_eq!(
+            labels(&Axis::Duration.ticks(broken, 5)),
+            ["0", "1 s"],
+            "{broken}"
+        );
+    }
+}
+
+#[test]
+fn duration_steps_are_from_the_list_for_any_maximum() {
+    let mut max = 0.7;
+    while max < 400.0 * DAY as f64 {
+        let ticks = Axis::Duration.ticks(max, 5);
+        let top = ticks.last().unwrap().value;
+        assert!(top >= max, "{max}: {ticks:?}");
+        assert!((2..=7).contains(&ticks.len()), "{max}: {ticks:?}");
+        let step = ticks[1].value as u64;
+        assert!(
+            DURATION_STEPS.contains(&step) || (step.is_multiple_of(DAY) && step > 0),
+            "{max}: step {step}"
+        );
+        // One unit per axis, and whole numbers of it.
+        let unit = ticks[1].label.split(' ').nth(1).unwrap().to_string();
+        for tick in &ticks[1..] {
+            let (number, tick_unit) = tick.label.split_once(' ').unwrap();
+            assert_eq!(tick_unit, unit, "{max}: {ticks:?}");
+            assert!(number.parse::<u64>().is_ok(), "{max}: {ticks:?}");
+        }
+        max *= 1.37;
+    }
+}
+
+#[test]
+fn bit_rate_ticks_are_round_in_bits() {
+    // 390 Mbit/s at most (48.75 MB/s): 100 Mbit/s steps, not 80 / 160 / 240.
+    let ticks = Axis::BitRate.ticks(48.75e6, 5);
+    assert_eq!(
+        labels(&ticks),
+        ["0", "100 Mbit/s", "200 Mbit/s", "300 Mbit/s", "400 Mbit/s"]
+    );
+    // Values stay in the series' unit, bytes per second.
+    assert_eq!(values(&ticks)[1], 12.5e6);
+    assert_eq!(
+        labels(&Axis::BitRate.ticks(125_000.0, 5)),
+        [
+            "0",
+            "0.2 Mbit/s",
+            "0.4 Mbit/s",
+            "0.6 Mbit/s",
+            "0.8 Mbit/s",
+            "1.0 Mbit/s"
+        ]
+    );
+    assert_eq!(
+        labels(&Axis::BitRate.ticks(300e6, 5)),
+        [
+            "0",
+            "0.5 Gbit/s",
+            "1.0 Gbit/s",
+            "1.5 Gbit/s",
+            "2.0 Gbit/s",
+            "2.5 Gbit/s"
+        ]
+    );
+    assert_eq!(
+        labels(&Axis::BitRate.ticks(1_400.0, 5)),
+        [
+            "0",
+            "2.5 kbit/s",
+            "5.0 kbit/s",
+            "7.5 kbit/s",
+            "10.0 kbit/s",
+            "12.5 kbit/s"
+        ]
+    );
+    // Nothing sent: an axis 0..1 bit/s, not fractions of a bit.
+    for broken in [0.0, -1.0, f64::NAN] {
+        assert_eq!(
+            labels(&Axis::BitRate.ticks(broken, 5)),
+            ["0", "1 bit/s"],
+            "{broken}"
+        );
+    }
+}
+
+#[test]
+fn labels_read_11_to_12_5_px_in_two_columns() {
+    // A chart of the two-column layout is 510-590 px wide on a 1280 px page.
+    for px in [510.0, 590.0] {
+        let shown = LABEL_FONT * px / WIDTH;
+        assert!(
+            (11.0..=12.8).contains(&shown),
+            "{px} px wide: {shown} px labels"
+        );
+    }
+    let svg = render(&[]);
+    assert!(
+        svg.contains(&format!("font-size=\"{LABEL_FONT}\"")),
+        "{svg}"
+    );
 }
 
 #[test]
@@ -87,7 +223,7 @@ fn render(points: &[(u64, Option<f64>)]) -> String {
         start: 10 * DAY,
         end: 11 * DAY,
         points,
-        format: |v| format!("{v:.0} s"),
+        axis: Axis::Duration,
         tone: "tone-a",
     })
     .into_string()
@@ -101,7 +237,7 @@ fn an_empty_series_draws_axes_and_says_so() {
     assert_eq!(count(&svg, "<polyline"), 0);
     assert_eq!(count(&svg, "<circle"), 0);
     // Axes: 0..1 on the value axis, 00:00..00:00 every 4 h on the time axis.
-    assert!(svg.contains(">0 s<") && svg.contains(">1 s<"), "{svg}");
+    assert!(svg.contains(">0<") && svg.contains(">1 s<"), "{svg}");
     assert!(svg.contains(">04:00<") && svg.contains(">20:00<"), "{svg}");
     // The title is escaped, not markup.
     assert!(svg.contains("RPO &lt;last 24 h&gt;"));
@@ -135,6 +271,7 @@ fn a_series_with_a_gap_is_two_lines_inside_the_plot() {
         assert!((LEFT..=WIDTH - RIGHT).contains(&x), "{x}");
         assert!((TOP..=HEIGHT - BOTTOM).contains(&y), "{y}");
     }
-    // The largest value (230) is under the top tick (250).
-    assert!(svg.contains(">250 s<"), "{svg}");
+    // The largest value (230 s) is under the top tick (4 min, of one-minute steps).
+    assert!(svg.contains(">4 min<") && svg.contains(">3 min<"), "{svg}");
+    assert!(!svg.contains(">5 min<"), "{svg}");
 }

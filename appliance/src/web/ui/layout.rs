@@ -343,6 +343,20 @@ pub fn time(rfc3339: &str) -> String {
     }
 }
 
+/// A colon-separated fingerprint ("79:61:…:bc") that wraps only after a colon, never inside a
+/// byte: a `<wbr>` after each colon, and the `fingerprint` class keeps the browser from breaking
+/// anywhere else.
+pub fn fingerprint(id: Option<&str>, text: &str) -> Markup {
+    html! {
+        code.fingerprint id=[id] {
+            @for (i, part) in text.split(':').enumerate() {
+                @if i > 0 { ":" wbr; }
+                (part)
+            }
+        }
+    }
+}
+
 /// A dash for what is not known yet.
 pub fn dash() -> Markup {
     html! { span.muted { "—" } }

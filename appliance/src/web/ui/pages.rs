@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::charts::{line_chart, Chart};
+use super::charts::{line_chart, Axis, Chart};
 use super::layout::{
     action_button, actor_badge, badge, bytes, dash, duration, job_badge, notice, page, pager,
     percent_encode, protection_badge, rate, time, Nav, Notice,
@@ -79,7 +79,8 @@ pub async fn dashboard(core: web::Data<Core>, session: Session) -> UiResult {
         section #summary.tiles aria-label="Summary" {
             (tile("Machines protected", format!("{} / {}", count(ProtectionState::Protected), machines.len()),
                 format!("{} in initial sync", count(ProtectionState::InitialSync)), "ok"))
-            (tile("RPO exceeded", exceeded.to_string(), "last point older than the target".into(),
+            // Subtitles stay short enough for one line in a tile of six at 1280 px.
+            (tile("RPO exceeded", exceeded.to_string(), "older than target".into(),
                 if exceeded > 0 { "warn" } else { "plain" }))
             (tile("Disconnected", disconnected.to_string(), "agent not connected".into(),
                 if disconnected > 0 { "bad" } else { "plain" }))
@@ -88,7 +89,7 @@ pub async fn dashboard(core: web::Data<Core>, session: Session) -> UiResult {
                 format!("{:.0} % of {}", cache_pct, bytes(status.cache_limit_bytes)),
                 if cache_pct >= 90.0 { "warn" } else { "plain" }))
             (tile("Uploaded", bytes(counter("bytes_uploaded")),
-                format!("{} points committed since start", counter("points_committed")), "plain"))
+                format!("{} points since start", counter("points_committed")), "plain"))
         }
         h2 { "Machines" }
         (machines_table(&machines))
@@ -161,32 +162,6 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Short labels for a duration axis: "0", "90 s", "15 min", "1.5 h".
-fn axis_duration(secs: f64) -> String {
-    if secs <= 0.0 {
-        "0".into()
-    } else if secs >= 3600.0 {
-        format!("{} h", trim_float(secs / 3600.0))
-    } else if secs >= 60.0 {
-        format!("{} min", trim_float(secs / 60.0))
-    } else {
-        format!("{} s", trim_float(secs))
-    }
-}
-
-fn trim_float(v: f64) -> String {
-    let text = format!("{v:.1}");
-    text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
-}
-
-fn axis_rate(bytes_per_sec: f64) -> String {
-    if bytes_per_sec <= 0.0 {
-        "0".into()
-    } else {
-        rate(bytes_per_sec)
-    }
-}
-
 pub async fn machine(core: web::Data<Core>, session: Session, id: web::Path<String>) -> UiResult {
     let detail = core.catalog.get(&id)?;
     let recent = core.catalog.points(
@@ -227,9 +202,9 @@ pub async fn machine(core: web::Data<Core>, session: Session, id: web::Path<Stri
         h2 { "Last 24 hours" }
         div.charts {
             (line_chart(&Chart { title: "RPO (age of the newest point)", start, end, points: &rpo,
-                format: axis_duration, tone: "tone-rpo" }))
+                axis: Axis::Duration, tone: "tone-rpo" }))
             (line_chart(&Chart { title: "Throughput from the agent", start, end, points: &throughput,
-                format: axis_rate, tone: "tone-rate" }))
+                axis: Axis::BitRate, tone: "tone-rate" }))
         }
         h2 { "Disks" }
         div.table-wrap {
@@ -244,7 +219,8 @@ pub async fn machine(core: web::Data<Core>, session: Session, id: web::Path<Stri
             }
         }
         h2 { "Recent recovery points" }
-        (points_table(&session, &recent.items, &HashMap::from([(m.id.clone(), m.name.clone())])))
+        // The page is about one machine: a column repeating its name says nothing.
+        (points_table(&session, &recent.items, &Machines::Omit(&m.name)))
         p { a href=(format!("/points?machine={}", percent_encode(&m.id))) { "All points of this machine →" } }
     };
     Ok(html(
@@ -268,28 +244,39 @@ fn suggested_file(machine: &str, point: &PointView) -> String {
     format!("{clean}.vmdk")
 }
 
-fn points_table(
-    session: &Session,
-    points: &[PointView],
-    names: &HashMap<String, String>,
-) -> Markup {
+/// How a points table names the machine of each point.
+enum Machines<'a> {
+    /// A column with each point's machine (names by id; the id when a name is unknown).
+    Column(&'a HashMap<String, String>),
+    /// No column: every point is of this one machine.
+    Omit(&'a str),
+}
+
+fn points_table(session: &Session, points: &[PointView], machines: &Machines<'_>) -> Markup {
     let operator = session.can(Role::Operator);
+    let column = matches!(machines, Machines::Column(_));
+    let columns = 4 + usize::from(column) + usize::from(operator);
     html! {
         div.table-wrap {
             table #points-table.data {
                 thead { tr {
-                    th { "Created" } th { "Machine" } th { "Point" } th { "Kind" } th { "Disks" }
+                    th { "Created" } @if column { th { "Machine" } } th { "Point" } th { "Kind" } th { "Disks" }
                     @if operator { th { "Restore" } }
                 } }
                 tbody {
                     @if points.is_empty() {
-                        tr { td.empty colspan="6" { "No recovery point yet." } }
+                        tr { td.empty colspan=(columns) { "No recovery point yet." } }
                     }
                     @for p in points {
-                        @let name = names.get(&p.machine_id).unwrap_or(&p.machine_id);
+                        @let name = match machines {
+                            Machines::Column(names) => names.get(&p.machine_id).unwrap_or(&p.machine_id).as_str(),
+                            Machines::Omit(name) => *name,
+                        };
                         tr {
                             td.nowrap { (time(&p.created_at)) }
-                            td { a href=(format!("/machines/{}", percent_encode(&p.machine_id))) { (name) } }
+                            @if column {
+                                td { a href=(format!("/machines/{}", percent_encode(&p.machine_id))) { (name) } }
+                            }
                             td { code { (p.point_id) } }
                             td { @if p.kind == "app" { (badge("application-consistent", "ok")) } @else { (badge(&p.kind, "muted")) } }
                             td { (p.disks.len()) " · " (bytes(p.disks.iter().map(|d| d.size_bytes).sum())) }
@@ -373,7 +360,7 @@ fn points_page(
             p { "Points of " strong { (names.get(m).map_or(m, String::as_str)) } " · " a href="/points" { "show all machines" } }
         }
         p.muted { "Newest first. A restore writes one disk of a point to a file on the appliance; follow it on the Restores page." }
-        (points_table(session, &list.items, &names))
+        (points_table(session, &list.items, &Machines::Column(&names)))
         (pager(&base, list.offset, list.limit, list.total))
     };
     Ok(html(

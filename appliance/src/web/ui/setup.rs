@@ -304,7 +304,7 @@ fn render_result(result: &SetupResult) -> Markup {
                 dt { "Agent registration passphrase" }
                 dd { code #registration-passphrase.secret-value { (result.registration_passphrase) } }
                 dt { "CA fingerprint (SHA-256)" }
-                dd { code #ca-fingerprint.wrap { (result.ca_fingerprint) } }
+                dd { (layout::fingerprint(Some("ca-fingerprint"), &result.ca_fingerprint)) }
             }
             h2 { "Recovery kit" }
             p.help {

@@ -373,6 +373,15 @@ async fn machines_show_on_the_dashboard_detail_and_points_pages() {
         "a state badge: {table}"
     );
     assert!(table.contains("8.0 GiB"), "{table}");
+    // Tile subtitles short enough for one line in a tile of six at 1280 px.
+    let tiles = between(&page, "id=\"summary\"", "</section>");
+    assert_eq!(tiles.matches("class=\"tile-sub\"").count(), 6, "{tiles}");
+    for sub in tiles.split("class=\"tile-sub\">").skip(1) {
+        let text = &sub[..sub.find('<').unwrap()];
+        assert!(text.chars().count() <= 25, "{text:?}");
+    }
+    assert!(tiles.contains(">older than target<"), "{tiles}");
+    assert!(tiles.contains(" points since start<"), "{tiles}");
 
     let resp = test::call_service(&app, get("/machines/m-1")).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -382,12 +391,25 @@ async fn machines_show_on_the_dashboard_detail_and_points_pages() {
     assert!(page.contains("sda"));
     assert!(page.contains(&point.point_id));
     assert!(!page.contains(hostile));
+    // The machine's own page does not repeat its name in every point's row.
+    let table = between(&page, "id=\"points-table\"", "</table>");
+    assert!(table.contains(&point.point_id), "{table}");
+    assert!(!table.contains("<th>Machine</th>"), "{table}");
+    assert!(!table.contains("href=\"/machines/"), "{table}");
+    // Its restore form still suggests a file named after the machine (escaped).
+    assert!(
+        table.contains("value=\"-img-src-x-onerror-alert-1---"),
+        "{table}"
+    );
 
-    // Points: newest first, each with a restore form for operators.
+    // Points: newest first, each with its machine and a restore form for operators.
     let resp = test::call_service(&app, get("/points")).await;
     let page = body_of(resp).await;
     assert!(page.contains(&point.point_id));
     assert!(page.contains("action=\"/restores\""));
+    let table = between(&page, "id=\"points-table\"", "</table>");
+    assert!(table.contains("<th>Machine</th>"), "{table}");
+    assert!(table.contains("href=\"/machines/m-1\""), "{table}");
     // The data path is not running in this test: the restore is refused with a message, and no
     // job is recorded.
     let req = post_form(

@@ -347,6 +347,27 @@ fn numbers_durations_and_times_read_well() {
     assert_eq!(layout::sentence(""), "");
 }
 
+#[::core::prelude::v1::test]
+fn fingerprints_break_only_after_a_colon() {
+    let shown = layout::fingerprint(Some("fp"), "ab:0c:ff").into_string();
+    assert_eq!(
+        shown,
+        "<code class=\"fingerprint\" id=\"fp\">ab:<wbr>0c:<wbr>ff</code>"
+    );
+    let plain = layout::fingerprint(None, "ab").into_string();
+    assert_eq!(plain, "<code class=\"fingerprint\">ab</code>");
+    // Not a fingerprint: still escaped text, and no break without a colon.
+    let hostile = layout::fingerprint(None, "<b>x</b>:y").into_string();
+    assert_eq!(
+        hostile,
+        "<code class=\"fingerprint\">&lt;b&gt;x&lt;/b&gt;:<wbr>y</code>"
+    );
+    assert_eq!(
+        layout::fingerprint(None, "").into_string(),
+        "<code class=\"fingerprint\"></code>"
+    );
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
@@ -397,10 +418,17 @@ async fn a_complete_setup_shows_the_result_once_then_sign_in_works() {
     assert!(registration.len() >= 12, "{registration}");
     let on_disk = std::fs::read_to_string(dir.path().join("registration-passphrase")).unwrap();
     assert_eq!(on_disk.trim(), registration);
-    assert!(page.contains(&core.tls.ca_fingerprint()));
+    // The fingerprint wraps only after its colons; its text is unchanged.
+    let shown = between(&page, "id=\"ca-fingerprint\">", "</code>");
+    assert_eq!(shown.replace("<wbr>", ""), core.tls.ca_fingerprint());
+    assert_eq!(shown.matches("<wbr>").count(), 31, "{shown}");
     // The kit is shown and offered as a download of the same text.
     let kit = between(&page, "id=\"recovery-kit\">", "</pre>");
     assert!(!kit.is_empty());
+    // The fingerprint on a line of its own; the setup time in whole seconds.
+    assert!(kit.lines().any(|l| l == core.tls.ca_fingerprint()), "{kit}");
+    let at = between(kit, "Set up:", "\n").trim();
+    assert!(at.len() == 20 && at.ends_with('Z'), "{at}");
     let link = between(&page, "id=\"recovery-kit-download\"", ">");
     assert!(
         link.contains("download=\"ferry-recovery-kit.txt\""),
