@@ -5,8 +5,10 @@
 pub mod blockmap;
 pub mod cache;
 pub mod compress;
+pub mod discovery;
 pub mod hub;
 pub mod machines;
+pub mod push;
 pub mod ratelimit;
 pub mod receiver;
 pub mod registry;

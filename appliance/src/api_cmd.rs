@@ -264,3 +264,233 @@ pub fn daemon_absent(err: &anyhow::Error) -> bool {
         Some(ClientError::NotRunning(_))
     )
 }
+
+/// A vCenter password from a file: the file's content without one trailing newline (spaces are
+/// significant in a password, so nothing else is trimmed).
+pub fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the password file {}", path.display()))?;
+    let password = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        anyhow::bail!("the password file {} is empty", path.display());
+    }
+    Ok(password.to_string())
+}
+
+/// What `vcenter add` sends.
+pub struct NewVcenterArgs<'a> {
+    pub url: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub thumbprint: &'a str,
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn vcenter_add(
+    api: &ApiClient,
+    new: &NewVcenterArgs<'_>,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let vcenter: Value = api
+        .post(
+            "/api/v1/vcenters",
+            &serde_json::json!({
+                "url": new.url,
+                "username": new.username,
+                "password": new.password,
+                "thumbprint": new.thumbprint,
+            }),
+        )
+        .await?;
+    if json {
+        return print_json(out, &vcenter);
+    }
+    writeln!(
+        out,
+        "added vCenter {} ({}); discovering its VMs: `appliance vms list --vcenter {}`",
+        text(&vcenter, "id"),
+        text(&vcenter, "url"),
+        text(&vcenter, "id")
+    )?;
+    Ok(())
+}
+
+fn vcenter_rows(vcenters: &[Value]) -> Vec<Vec<String>> {
+    vcenters
+        .iter()
+        .map(|v| {
+            vec![
+                text(v, "id").to_string(),
+                text(v, "url").to_string(),
+                text(v, "username").to_string(),
+                text(v, "health").to_string(),
+                v["vm_count"].as_u64().unwrap_or(0).to_string(),
+                v["last_sync"].as_str().unwrap_or("never").to_string(),
+                v["last_error"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect()
+}
+
+pub async fn vcenter_list(api: &ApiClient, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let vcenters = api.get_all("/api/v1/vcenters").await?;
+    if json {
+        return print_json(out, &vcenters);
+    }
+    if vcenters.is_empty() {
+        writeln!(out, "no vCenters: add one with `appliance vcenter add`")?;
+        return Ok(());
+    }
+    table(
+        out,
+        &["ID", "URL", "USER", "HEALTH", "VMS", "LAST SYNC", "ERROR"],
+        &vcenter_rows(&vcenters),
+    )
+}
+
+fn vm_rows(vms: &[Value]) -> Vec<Vec<String>> {
+    vms.iter()
+        .map(|vm| {
+            let disks = vm["disks"].as_array().cloned().unwrap_or_default();
+            let disk_bytes: u64 = disks
+                .iter()
+                .map(|d| d["capacity_bytes"].as_u64().unwrap_or(0))
+                .sum();
+            let ips: Vec<&str> = vm["guest_ips"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            vec![
+                text(vm, "name").to_string(),
+                text(vm, "vcenter_id").to_string(),
+                text(vm, "moref").to_string(),
+                text(vm, "power_state").to_string(),
+                if ips.is_empty() {
+                    "-".to_string()
+                } else {
+                    ips.join(",")
+                },
+                format!("{} ({})", disks.len(), human_bytes(disk_bytes)),
+                vm["agent_id"].as_str().unwrap_or("-").to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// `vms list`: the VMs of one vCenter, or of every vCenter.
+pub async fn vms_list(
+    api: &ApiClient,
+    vcenter: Option<&str>,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let ids: Vec<String> = match vcenter {
+        Some(id) => vec![id.to_string()],
+        None => api
+            .get_all("/api/v1/vcenters")
+            .await?
+            .iter()
+            .map(|v| text(v, "id").to_string())
+            .collect(),
+    };
+    let mut vms = Vec::new();
+    for id in &ids {
+        vms.extend(
+            api.get_all(&format!("/api/v1/vcenters/{}/vms", segment(id)))
+                .await?,
+        );
+    }
+    if json {
+        return print_json(out, &vms);
+    }
+    if vms.is_empty() {
+        writeln!(out, "no VMs discovered")?;
+        return Ok(());
+    }
+    table(
+        out,
+        &["NAME", "VCENTER", "MOREF", "POWER", "IPS", "DISKS", "AGENT"],
+        &vm_rows(&vms),
+    )
+}
+
+#[cfg(test)]
+mod vcenter_tests {
+    use super::*;
+
+    #[test]
+    fn password_files_keep_spaces_and_lose_one_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, " s3cret \n").unwrap();
+        assert_eq!(read_password_file(&path).unwrap(), " s3cret ");
+        std::fs::write(&path, "a\r\n").unwrap();
+        assert_eq!(read_password_file(&path).unwrap(), "a");
+        std::fs::write(&path, "\n").unwrap();
+        let err = read_password_file(&path).unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let err = read_password_file(&dir.path().join("missing")).unwrap_err();
+        assert!(
+            err.to_string().contains("reading the password file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(segment("abc-1_2.3"), "abc-1_2.3");
+        assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
+    }
+
+    #[test]
+    fn rows_show_vcenters_and_vms() {
+        let vcenters = vec![serde_json::json!({
+            "id": "v1", "url": "https://vc/sdk", "username": "u", "health": "unhealthy",
+            "vm_count": 3, "last_sync": null, "last_error": "refused"
+        })];
+        assert_eq!(
+            vcenter_rows(&vcenters),
+            vec![vec![
+                "v1",
+                "https://vc/sdk",
+                "u",
+                "unhealthy",
+                "3",
+                "never",
+                "refused"
+            ]]
+        );
+        let vms = vec![serde_json::json!({
+            "name": "db", "vcenter_id": "v1", "moref": "vm-7", "power_state": "poweredOn",
+            "guest_ips": ["10.0.0.5", "fe80::1"],
+            "disks": [{"capacity_bytes": 1073741824u64}, {"capacity_bytes": 1073741824u64}],
+            "agent_id": "agent-1"
+        })];
+        let rows = vm_rows(&vms);
+        assert_eq!(
+            rows[0][..5],
+            ["db", "v1", "vm-7", "poweredOn", "10.0.0.5,fe80::1"]
+        );
+        assert!(rows[0][5].starts_with("2 ("), "{:?}", rows[0]);
+        assert_eq!(rows[0][6], "agent-1");
+        let bare = vm_rows(&[serde_json::json!({"name": "x"})]);
+        assert_eq!(bare[0][4], "-");
+        assert_eq!(bare[0][6], "-");
+    }
+}

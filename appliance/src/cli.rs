@@ -54,6 +54,12 @@ pub enum Command {
     Token(TokenCommand),
     /// Write a disk of a recovery point to a file (works while the daemon runs)
     Restore(RestoreArgs),
+    /// Add or list the vCenters whose VMs the appliance discovers (through the daemon)
+    #[command(subcommand)]
+    Vcenter(VcenterCommand),
+    /// List the VMs discovered in vCenters (through the daemon)
+    #[command(subcommand)]
+    Vms(VmsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +94,47 @@ pub enum AgentsCommand {
 pub enum MachinesCommand {
     /// List machines
     List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VcenterCommand {
+    /// Add a vCenter: the appliance logs in with these before it keeps them
+    Add {
+        /// https://host[:port][/sdk]
+        #[arg(long)]
+        url: String,
+        /// vCenter user name
+        #[arg(long)]
+        username: String,
+        /// File holding the vCenter password (one trailing newline is ignored)
+        #[arg(long, value_name = "FILE")]
+        password_file: PathBuf,
+        /// The vCenter certificate's SHA-256 or SHA-1 thumbprint (hex, colons optional)
+        #[arg(long)]
+        thumbprint: String,
+        /// Print the API's JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// List vCenters with their discovery health
+    List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmsCommand {
+    /// List discovered VMs
+    List {
+        /// Only the VMs of this vCenter id [default: every vCenter]
+        #[arg(long, value_name = "ID")]
+        vcenter: Option<String>,
         /// Print a JSON array instead of a table
         #[arg(long)]
         json: bool,
@@ -266,6 +313,63 @@ mod tests {
             panic!("not restore")
         };
         assert_eq!(args.format, ImageFormat::Raw);
+    }
+
+    #[test]
+    fn vcenter_and_vms_subcommands_parse() {
+        let cli = parse(&[
+            "vcenter",
+            "add",
+            "--url",
+            "https://vc.example/sdk",
+            "--username",
+            "administrator@vsphere.local",
+            "--password-file",
+            "/p",
+            "--thumbprint",
+            "AA:BB",
+        ])
+        .unwrap();
+        let Command::Vcenter(VcenterCommand::Add {
+            url,
+            password_file,
+            json,
+            ..
+        }) = cli.command
+        else {
+            panic!("not vcenter add")
+        };
+        assert_eq!(url, "https://vc.example/sdk");
+        assert_eq!(password_file, PathBuf::from("/p"));
+        assert!(!json);
+        // The password never goes on the command line.
+        assert!(parse(&[
+            "vcenter",
+            "add",
+            "--url",
+            "u",
+            "--username",
+            "n",
+            "--thumbprint",
+            "t"
+        ])
+        .is_err());
+        assert!(matches!(
+            parse(&["vcenter", "list", "--json"]).unwrap().command,
+            Command::Vcenter(VcenterCommand::List { json: true })
+        ));
+        let cli = parse(&["vms", "list", "--vcenter", "abc", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Vms(VmsCommand::List { vcenter: Some(v), json: true }) if v == "abc"
+        ));
+        assert!(matches!(
+            parse(&["vms", "list"]).unwrap().command,
+            Command::Vms(VmsCommand::List {
+                vcenter: None,
+                json: false
+            })
+        ));
     }
 
     #[test]

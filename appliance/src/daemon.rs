@@ -90,9 +90,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             return Err(err);
         }
     };
+    // Discovery of vCenters: a vCenter that is down or refuses the login never stops the appliance.
+    if let Err(err) = core.vcenters.start_discovery() {
+        tracing::error!(%err, "vCenter discovery could not start");
+    }
     let signal = signals.recv().await;
     tracing::info!("{signal}: draining");
     management.stop(true).await;
+    core.vcenters.stop_discovery().await;
     data_path.shutdown(UPLOAD_DRAIN).await;
     state.flush().context("flushing the appliance state")?;
     tracing::info!("appliance stopped cleanly");

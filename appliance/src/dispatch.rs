@@ -5,7 +5,7 @@ use std::io::Write;
 use crate::api_client::ApiClient;
 use crate::cli::{
     AgentsCommand, Cli, Command, MachinesCommand, PassphraseCommand, PointsCommand, TokenCommand,
-    VaultArgs,
+    VaultArgs, VcenterCommand, VmsCommand,
 };
 use crate::config::Config;
 use crate::vault_access::VaultLocation;
@@ -101,6 +101,39 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let vault = vault_access::open_vault_readonly(&loc).await?;
                 points_cmd::list(&vault, args.json, &mut stdout).await
             })
+        }
+        Command::Vcenter(VcenterCommand::Add {
+            url,
+            username,
+            password_file,
+            thumbprint,
+            json,
+        }) => {
+            admin_logging(&cfg)?;
+            let password = api_cmd::read_password_file(&password_file)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            let new = api_cmd::NewVcenterArgs {
+                url: &url,
+                username: &username,
+                password: &password,
+                thumbprint: &thumbprint,
+            };
+            admin_runtime()?.block_on(api_cmd::vcenter_add(&api, &new, json, &mut stdout))
+        }
+        Command::Vcenter(VcenterCommand::List { json }) => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            admin_runtime()?.block_on(api_cmd::vcenter_list(&api, json, &mut stdout))
+        }
+        Command::Vms(VmsCommand::List { vcenter, json }) => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            admin_runtime()?.block_on(api_cmd::vms_list(
+                &api,
+                vcenter.as_deref(),
+                json,
+                &mut stdout,
+            ))
         }
         Command::Restore(args) => {
             admin_logging(&cfg)?;

@@ -1,6 +1,7 @@
 //! The agent registry the receiver consults: registration with the passphrase, admission of
 //! certificate-bearing agents, and last-seen bookkeeping, all kept in [`State`]. It also revokes agents
-//! (ending a live session) and rotates the registration passphrase.
+//! (ending a live session) and rotates the registration passphrase. One-time enrollment tokens
+//! (`registry_enroll.rs`) are accepted in place of the passphrase, once each.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,6 +15,13 @@ use crate::mgmt::MgmtError;
 use crate::secrets::{generate_passphrase, normalize_passphrase};
 use crate::state::{now_rfc3339, AgentRecord, State, StateError};
 use crate::tls::ApplianceTls;
+
+#[path = "registry_enroll.rs"]
+mod enroll;
+pub use enroll::{
+    EnrollmentRecord, Enrollments, IssuedEnrollment, DEFAULT_ENROLLMENT_TTL, ENROLLMENTS_TREE,
+    ENROLLMENT_TOKEN_PREFIX, MAX_ENROLLMENT_TTL,
+};
 
 /// Longest hostname kept; longer ones are cut (the agent reports it, the appliance displays it).
 const MAX_HOSTNAME_CHARS: usize = 255;
@@ -60,6 +68,7 @@ pub struct Registry {
     passphrase_digest: RwLock<[u8; 32]>,
     /// Where the passphrase is kept, so a rotation survives a restart.
     passphrase_file: Option<PathBuf>,
+    enrollments: Enrollments,
 }
 
 impl std::fmt::Debug for Registry {
@@ -111,6 +120,7 @@ fn clean_hostname(hostname: &str) -> String {
 impl Registry {
     pub fn new(state: State, tls: Arc<ApplianceTls>, registration_passphrase: &str) -> Registry {
         Registry {
+            enrollments: Enrollments::new(state.clone()),
             state,
             tls,
             passphrase_digest: RwLock::new(digest(registration_passphrase)),
@@ -206,6 +216,58 @@ impl Registry {
         &self.state
     }
 
+    /// Issues a one-time enrollment token for `for_vm`, valid for `ttl` (at most
+    /// [`MAX_ENROLLMENT_TTL`]; [`DEFAULT_ENROLLMENT_TTL`] is the usual choice). [`AgentRegistry::register`]
+    /// accepts it once in place of the passphrase. Audited as the system; use
+    /// [`Enrollments::issue`] to name the user.
+    pub fn issue_enrollment_token(
+        &self,
+        for_vm: &str,
+        ttl: std::time::Duration,
+    ) -> Result<String, StateError> {
+        Ok(self
+            .enrollments
+            .issue(for_vm, ttl, "system", "local")?
+            .token)
+    }
+
+    /// The enrollment token store (shared with the push-install jobs).
+    pub fn enrollments(&self) -> &Enrollments {
+        &self.enrollments
+    }
+
+    /// Checks a registration secret: the passphrase, else an enrollment token, which is marked used
+    /// by `agent_id`. Returns the enrollment it used, if any.
+    fn admit_registration(
+        &self,
+        offered: &str,
+        agent_id: &str,
+        hostname: &str,
+    ) -> Result<Option<EnrollmentRecord>, Refusal> {
+        if self.passphrase_matches(offered) {
+            return Ok(None);
+        }
+        match self.enrollments.consume(offered, agent_id) {
+            Ok(enroll::Use::Accepted(record)) => Ok(Some(record)),
+            Ok(enroll::Use::Unknown) => {
+                tracing::warn!(%hostname, "registration refused: wrong passphrase");
+                Err(Refusal::BadPassphrase)
+            }
+            Ok(enroll::Use::Refused(record, why)) => {
+                tracing::warn!(%hostname, enrollment = %record.id, why, "registration refused");
+                let detail = format!("{} for vm {} ({hostname}): {why}", record.id, record.vm);
+                if let Err(err) = self.state.audit("enrollment_token_refused", &detail) {
+                    tracing::warn!(%err, "could not audit a refused enrollment token");
+                }
+                Err(Refusal::BadPassphrase)
+            }
+            Err(err) => {
+                tracing::error!(%err, "enrollment token lookup failed");
+                Err(Refusal::Internal("enrollment token lookup failed".into()))
+            }
+        }
+    }
+
     fn passphrase_matches(&self, offered: &str) -> bool {
         let offered = digest(offered);
         let current = self.passphrase_digest.read().expect("passphrase lock");
@@ -216,15 +278,25 @@ impl Registry {
 impl AgentRegistry for Registry {
     fn register(&self, passphrase: &str, hostname: &str) -> Result<AgentCredentials, Refusal> {
         let hostname = clean_hostname(hostname);
-        if !self.passphrase_matches(passphrase) {
-            tracing::warn!(%hostname, "registration refused: wrong passphrase");
-            return Err(Refusal::BadPassphrase);
-        }
         let agent_id = uuid::Uuid::new_v4().to_string();
-        let (cert_pem, key_pem) = self
-            .tls
-            .issue_agent_cert(&agent_id)
-            .map_err(|e| Refusal::Internal(format!("issuing the certificate: {e:#}")))?;
+        let enrollment = self.admit_registration(passphrase, &agent_id, &hostname)?;
+        // From here on a failure gives the token back: the agent received nothing.
+        let release = || {
+            if enrollment.is_some() {
+                self.enrollments.release(passphrase, &agent_id);
+            }
+        };
+        let (cert_pem, key_pem) = match self.tls.issue_agent_cert(&agent_id) {
+            Ok(issued) => issued,
+            Err(e) => {
+                release();
+                return Err(Refusal::Internal(format!("issuing the certificate: {e:#}")));
+            }
+        };
+        let how = match &enrollment {
+            Some(e) => format!(" with enrollment {} for vm {}", e.id, e.vm),
+            None => String::new(),
+        };
         let record = AgentRecord {
             hostname: hostname.clone(),
             registered_at: now_rfc3339(),
@@ -236,15 +308,23 @@ impl AgentRegistry for Registry {
             .put_agent(&agent_id, &record)
             .and_then(|()| {
                 self.state
-                    .audit("agent_registered", &format!("{agent_id} ({hostname})"))
+                    .audit("agent_registered", &format!("{agent_id} ({hostname}){how}"))
+            })
+            .and_then(|()| match &enrollment {
+                Some(e) => self.state.audit(
+                    "enrollment_token_used",
+                    &format!("{} for vm {} by agent {agent_id} ({hostname})", e.id, e.vm),
+                ),
+                None => Ok(()),
             })
             // The agent keeps its certificate from now on; the appliance must not forget it.
             .and_then(|()| self.state.flush());
         if let Err(err) = stored {
             tracing::error!(%err, "could not record a new agent");
+            release();
             return Err(Refusal::Internal("could not record the agent".into()));
         }
-        tracing::info!(%agent_id, %hostname, "agent registered");
+        tracing::info!(%agent_id, %hostname, enrollment = ?enrollment.map(|e| e.id), "agent registered");
         Ok(AgentCredentials {
             agent_id,
             cert_pem,

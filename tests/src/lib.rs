@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod image;
+pub mod sshd;
+pub mod vcsim;
 pub mod web_harness;
 
 /// The workspace root.

@@ -8,10 +8,12 @@ pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod login_limit;
+pub mod push_jobs;
 pub mod restore_jobs;
 pub mod settings;
 pub mod setup;
 pub mod status;
+pub mod vcenters;
 
 pub use error::MgmtError;
 
@@ -90,6 +92,7 @@ pub struct Core {
     pub setup: setup::Setup,
     pub catalog: catalog::Catalog,
     pub restores: restore_jobs::RestoreJobs,
+    pub vcenters: vcenters::Vcenters,
     pub started: Instant,
     running: Arc<RwLock<Option<Running>>>,
 }
@@ -106,6 +109,11 @@ impl Core {
         let setup = setup::Setup::new(cfg.clone(), state.clone(), tls.clone(), auth.clone())?;
         let catalog = catalog::Catalog::new(state.clone())?;
         let restores = restore_jobs::RestoreJobs::new(cfg.clone(), state.clone());
+        let vcenters = vcenters::Vcenters::new(
+            state.clone(),
+            cfg.data_dir.clone(),
+            Arc::new(actors::discovery::VsphereConnector::default()),
+        )?;
         Ok(Core {
             cfg,
             state,
@@ -114,6 +122,7 @@ impl Core {
             setup,
             catalog,
             restores,
+            vcenters,
             started: Instant::now(),
             running: Arc::new(RwLock::new(None)),
         })

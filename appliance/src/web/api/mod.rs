@@ -7,6 +7,7 @@ mod session;
 mod setup;
 mod system;
 mod users;
+mod vcenters;
 
 pub use session::{session_cookie, LoginRequest, LoginResponse};
 
@@ -34,6 +35,8 @@ use crate::web::error::{error_response, ErrorBody};
         restores::start, restores::list, restores::get, restores::cancel,
         users::list, users::create, users::update, users::delete,
         users::tokens, users::create_token, users::revoke_token,
+        vcenters::list, vcenters::add, vcenters::get, vcenters::update, vcenters::remove,
+        vcenters::vms, vcenters::vm,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &CommonErrors),
@@ -46,6 +49,7 @@ use crate::web::error::{error_response, ErrorBody};
         (name = "points", description = "Recovery points"),
         (name = "restores", description = "Restore jobs"),
         (name = "users", description = "Users and API tokens"),
+        (name = "vcenters", description = "vCenters and their discovered VMs"),
     )
 )]
 pub struct ApiDoc;
@@ -185,6 +189,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/tokens", web::get().to(users::tokens))
                 .route("/tokens", web::post().to(users::create_token))
                 .route("/tokens/{id}", web::delete().to(users::revoke_token))
+                .route("/vcenters", web::get().to(vcenters::list))
+                .route("/vcenters", web::post().to(vcenters::add))
+                .route("/vcenters/{id}", web::get().to(vcenters::get))
+                .route("/vcenters/{id}", web::patch().to(vcenters::update))
+                .route("/vcenters/{id}", web::delete().to(vcenters::remove))
+                .route("/vcenters/{id}/vms", web::get().to(vcenters::vms))
+                .route("/vcenters/{id}/vms/{moref}", web::get().to(vcenters::vm))
                 .default_service(web::to(unknown)),
         );
 }
