@@ -92,7 +92,6 @@ impl VsphereSession {
             .filter(|f| f.filter == filter)
             .flat_map(|f| &f.objects)
         {
-            eprintln!("DEBUGUPD {:?} {:?} {:?}", update.kind, update.obj, update.changes.iter().map(|c| &c.name).collect::<Vec<_>>());
             if update.obj.kind != "VirtualMachine" {
                 continue;
             }

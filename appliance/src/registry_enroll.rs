@@ -190,6 +190,18 @@ impl Enrollments {
         Ok(self.find(id)?.map(|(_, record)| record))
     }
 
+    /// The enrollment an agent registered with (which VM it is), if it used one.
+    pub fn for_agent(&self, agent_id: &str) -> Result<Option<EnrollmentRecord>, StateError> {
+        for entry in self.tree()?.iter() {
+            let (key, raw) = entry?;
+            let record = decode(&key, &raw)?;
+            if record.used_by.as_deref() == Some(agent_id) {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
     fn find(&self, id: &str) -> Result<Option<(sled::IVec, EnrollmentRecord)>, StateError> {
         for entry in self.tree()?.iter() {
             let (key, raw) = entry?;

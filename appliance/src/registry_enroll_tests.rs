@@ -43,6 +43,14 @@ fn a_token_registers_one_agent_once_and_records_it() {
         "{:?}",
         registered[0]
     );
+    assert_eq!(
+        reg.enrollments()
+            .for_agent(&creds.agent_id)
+            .unwrap()
+            .map(|r| r.vm),
+        Some("vc-1/vm-42".to_string())
+    );
+    assert_eq!(reg.enrollments().for_agent("other").unwrap(), None);
     let used = events(&reg, "enrollment_token_used");
     assert_eq!(used.len(), 1);
     assert!(used[0].detail.contains(&creds.agent_id) && used[0].detail.contains(&issued.id));

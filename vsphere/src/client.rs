@@ -327,6 +327,11 @@ impl Client {
         .await
     }
 
+    /// The HTTP transport, for requests that are not SOAP calls (datastore files).
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
     fn session(&self) -> std::sync::MutexGuard<'_, Session> {
         self.inner.session.lock().unwrap_or_else(|p| p.into_inner())
     }

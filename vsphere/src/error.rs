@@ -19,6 +19,10 @@ pub enum VsphereError {
     /// An argument was rejected; `name` is the property path vSphere blamed (may be empty).
     #[error("invalid argument: {name}")]
     InvalidArgument { name: String },
+    /// A file or object the call named does not exist: a datastore file (HTTP 404), or a
+    /// `NotFound` / `FileNotFound` fault (an unknown extension key, a missing guest file).
+    #[error("not found: {what}")]
+    NotFound { what: String },
     /// The VM is not in the power state the operation needs.
     #[error("invalid power state (requested {requested:?}, existing {existing:?})")]
     InvalidPowerState {
@@ -92,6 +96,7 @@ impl VsphereError {
             VsphereError::NotAuthenticated
             | VsphereError::InvalidLogin
             | VsphereError::ManagedObjectNotFound { .. }
+            | VsphereError::NotFound { .. }
             | VsphereError::InvalidArgument { .. }
             | VsphereError::InvalidPowerState { .. }
             | VsphereError::MethodNotFound { .. }
@@ -110,6 +115,7 @@ impl VsphereError {
             VsphereError::NotAuthenticated => "NotAuthenticated",
             VsphereError::ManagedObjectNotFound { .. } => "ManagedObjectNotFound",
             VsphereError::InvalidArgument { .. } => "InvalidArgument",
+            VsphereError::NotFound { .. } => "NotFound",
             VsphereError::InvalidPowerState { .. } => "InvalidPowerState",
             VsphereError::MethodNotFound { .. } => "MethodNotFound",
             VsphereError::GuestOperationsUnavailable => "GuestOperationsUnavailable",
@@ -171,6 +177,11 @@ impl VsphereError {
                 method: field("method").unwrap_or_default(),
             },
             "GuestOperationsUnavailable" => VsphereError::GuestOperationsUnavailable,
+            "NotFound" | "FileNotFound" => VsphereError::NotFound {
+                what: field("file")
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or_else(|| message.to_string()),
+            },
             "InvalidState" | "InvalidVmState" | "InvalidHostState" | "InvalidDatastoreState" => {
                 VsphereError::InvalidState {
                     type_name: type_name.to_string(),

@@ -409,9 +409,16 @@ impl VmWatch {
             vms.clear();
         }
         let generation = self.generation;
-        let update = client
+        let update = match client
             .wait_for_updates_ex(&self.version, max_wait_seconds, None)
-            .await?;
+            .await
+        {
+            Ok(update) => update,
+            // The client logged in again during the wait, and the old version means nothing in
+            // the new session (InvalidCollectorVersion and the like): the next poll restarts.
+            Err(_) if client.session_generation() != generation => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         if client.session_generation() != generation {
             // Answered in a new session, where this filter does not exist; the next poll restarts.
             return Ok(Vec::new());

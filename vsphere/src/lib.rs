@@ -12,16 +12,19 @@
 //! The crate knows nothing of actors, HTTP servers or storage.
 
 pub mod client;
+pub mod datastore;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inventory;
 pub mod property;
 pub mod soap;
+pub mod task;
 pub mod tls;
 mod transport;
 pub mod types;
 pub mod value;
+pub mod vm;
 pub mod xml;
 
 pub use client::{Client, Credentials};

@@ -109,6 +109,11 @@ impl Transport {
         })
     }
 
+    /// The HTTP client with the server-certificate check, for datastore and guest file transfers.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// POSTs one SOAP envelope and reads the whole answer (up to the size cap).
     pub async fn post(
         &self,
@@ -162,7 +167,7 @@ impl Transport {
         })
     }
 
-    fn map_error(&self, e: reqwest::Error) -> VsphereError {
+    pub(crate) fn map_error(&self, e: reqwest::Error) -> VsphereError {
         if e.is_timeout() {
             return VsphereError::Timeout;
         }

@@ -416,3 +416,85 @@ async fn a_closed_port_is_a_retryable_transport_error() {
     .unwrap_err();
     assert!(matches!(err, VsphereError::InvalidInput { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn vm_watch_follows_changes_and_starts_over_in_a_new_session() {
+    let vc = FakeVc::new(3);
+    let server = serve(vc.handler()).await;
+    let client = connect(&server.url, options()).await.unwrap();
+    let mut watch = vsphere::VmWatch::start(&client).await.unwrap();
+    let mut vms = std::collections::BTreeMap::new();
+    assert!(watch.poll(&client, &mut vms, 1).await.unwrap().is_empty());
+    assert_eq!(vms.len(), 3);
+    let vm1 = MoRef::new("VirtualMachine", "vm-1");
+    assert_eq!(vms[&vm1].name, "vm 1");
+    let waits = server.requests();
+    let first = waits
+        .iter()
+        .find(|s| s.method == "WaitForUpdatesEx")
+        .unwrap();
+    assert_eq!(first.field("version").as_deref(), Some(""));
+    assert_eq!(first.field("maxWaitSeconds").as_deref(), Some("1"));
+
+    vc.rename(1, "db01");
+    watch.poll(&client, &mut vms, 1).await.unwrap();
+    assert_eq!(vms[&vm1].name, "db01");
+    let last = server
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|s| s.method == "WaitForUpdatesEx")
+        .unwrap();
+    assert_eq!(
+        last.field("version").as_deref(),
+        Some("1"),
+        "the version of the last answer"
+    );
+    // Nothing changed: an empty answer, nothing applied.
+    watch.poll(&client, &mut vms, 1).await.unwrap();
+    assert_eq!(vms.len(), 3);
+
+    // The session dies: the wait logs in again and finds no filter in the new session; the next
+    // poll makes a new view and filter and delivers every VM again.
+    vc.expire_sessions();
+    vms.insert(
+        MoRef::new("VirtualMachine", "vm-gone"),
+        vsphere::VmInfo::new(MoRef::new("VirtualMachine", "vm-gone")),
+    );
+    watch.poll(&client, &mut vms, 1).await.unwrap();
+    watch.poll(&client, &mut vms, 1).await.unwrap();
+    assert_eq!(vms.len(), 3, "the map was rebuilt from the new session");
+    assert_eq!(vms[&vm1].name, "vm 1");
+    let methods = server.methods();
+    assert_eq!(count(&methods, "Login"), 2);
+    assert_eq!(count(&methods, "CreateFilter"), 2);
+    watch.stop(&client).await.unwrap();
+    assert_eq!(count(&server.methods(), "DestroyPropertyFilter"), 1);
+}
+
+#[tokio::test]
+async fn endless_empty_pages_are_refused() {
+    let handler: support::Handler = Arc::new(|seen: &Seen| match seen.method.as_str() {
+        "RetrieveServiceContent" => Reply::ok(&support::service_content("6.7.3")),
+        "Login" => Reply::ok(
+            r#"<LoginResponse xmlns="urn:vim25"><returnval><key>k</key></returnval></LoginResponse>"#,
+        ),
+        "RetrievePropertiesEx" | "ContinueRetrievePropertiesEx" => Reply::ok(&format!(
+            r#"<{m}Response xmlns="urn:vim25"><returnval><token>again</token></returnval></{m}Response>"#,
+            m = seen.method
+        )),
+        "CancelRetrievePropertiesEx" => {
+            Reply::ok(r#"<CancelRetrievePropertiesExResponse xmlns="urn:vim25"/>"#)
+        }
+        other => Reply::fault("MethodNotFound", &format!("<method>{other}</method>")),
+    });
+    let server = serve(handler).await;
+    let client = connect(&server.url, options()).await.unwrap();
+    let view = MoRef::new("ContainerView", "v");
+    let spec = vsphere::FilterSpec::container_view(&view, "VirtualMachine", &["name"]);
+    let err = client.retrieve_all(&[spec]).await.unwrap_err();
+    assert!(matches!(err, VsphereError::Malformed { .. }), "{err:?}");
+    let methods = server.methods();
+    assert_eq!(count(&methods, "ContinueRetrievePropertiesEx"), 17);
+    assert_eq!(count(&methods, "CancelRetrievePropertiesEx"), 1);
+}

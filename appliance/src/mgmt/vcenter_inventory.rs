@@ -9,6 +9,7 @@ use vsphere::PowerState;
 
 use super::{decode, encode, not_found, HealthState, Vcenters, VMS_TREE};
 use crate::mgmt::{MgmtError, Page};
+use crate::state::now_rfc3339;
 
 /// The power states vSphere reports (`runtime.powerState`).
 const POWER_STATES: [&str; 3] = ["poweredOn", "poweredOff", "suspended"];
@@ -321,6 +322,61 @@ impl Vcenters {
     fn remove_vm(&self, id: &str, moref: &str) -> Result<(), MgmtError> {
         let _write = self.inner.write.lock().expect("vcenter write lock");
         self.inner.vms.remove(vm_key(id, moref).as_bytes())?;
+        Ok(())
+    }
+}
+
+impl Vcenters {
+    /// Records a health report; audits the transitions (the alert of a vCenter going bad or healing).
+    pub(super) fn set_health_record(
+        &self,
+        id: &str,
+        health: HealthState,
+        error: Option<String>,
+        presented: Option<String>,
+        retrying: bool,
+    ) -> Result<(), MgmtError> {
+        let (record, was) = {
+            let _write = self.inner.write.lock().expect("vcenter write lock");
+            let Some(mut record) = self.record(id)? else {
+                return Ok(());
+            };
+            let was = (record.health, record.last_error.clone());
+            record.health = health;
+            record.last_error = error;
+            record.presented_thumbprint = presented;
+            record.retrying = retrying;
+            if (record.health, &record.last_error) == (was.0, &was.1) {
+                return Ok(());
+            }
+            self.put(&record)?;
+            (record, was)
+        };
+        match (was.0, record.health) {
+            (HealthState::Ok, HealthState::Unhealthy) => {
+                let why = record.last_error.clone().unwrap_or_default();
+                tracing::warn!(vcenter = %id, url = %record.url, error = %why, "vCenter unhealthy");
+                self.inner
+                    .state
+                    .audit("vcenter_unhealthy", &format!("{id} {}: {why}", record.url))?;
+            }
+            (HealthState::Unhealthy, HealthState::Ok) => {
+                tracing::info!(vcenter = %id, url = %record.url, "vCenter healthy again");
+                self.inner
+                    .state
+                    .audit("vcenter_healthy", &format!("{id} {}", record.url))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn touch_sync(&self, id: &str) -> Result<(), MgmtError> {
+        let _write = self.inner.write.lock().expect("vcenter write lock");
+        if let Some(mut record) = self.record(id)? {
+            record.last_sync = Some(now_rfc3339());
+            self.put(&record)?;
+        }
         Ok(())
     }
 }

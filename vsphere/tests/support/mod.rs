@@ -256,6 +256,9 @@ struct VcState {
     pages: usize,
     tickets: HashSet<String>,
     password: Option<String>,
+    filters: HashMap<String, String>,
+    renames: Vec<(usize, String)>,
+    version: u64,
 }
 
 impl FakeVc {
@@ -285,6 +288,15 @@ impl FakeVc {
     /// Changes the password Login accepts (default "pass").
     pub fn set_password(&self, password: &str) {
         self.state.lock().unwrap().password = Some(password.to_string());
+    }
+
+    /// Queues a rename that the next WaitForUpdatesEx reports.
+    pub fn rename(&self, vm: usize, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .renames
+            .push((vm, name.to_string()));
     }
 
     pub fn expire_sessions(&self) {
@@ -374,6 +386,49 @@ impl FakeVc {
                         .contains(&seen.field("sessionID").unwrap_or_default());
                 Reply::ok(&format!(
                     r#"<SessionIsActiveResponse xmlns="urn:vim25"><returnval>{active}</returnval></SessionIsActiveResponse>"#
+                ))
+            }
+            "CreateFilter" => {
+                state.next += 1;
+                let filter = format!("session[{session}]filter-{}", state.next);
+                state.filters.insert(session.clone(), filter.clone());
+                Reply::ok(&format!(
+                    r#"<CreateFilterResponse xmlns="urn:vim25"><returnval type="PropertyFilter">{filter}</returnval></CreateFilterResponse>"#
+                ))
+            }
+            "DestroyPropertyFilter" => {
+                state.filters.remove(&session);
+                Reply::ok(r#"<DestroyPropertyFilterResponse xmlns="urn:vim25"/>"#)
+            }
+            "WaitForUpdatesEx" => {
+                let empty = Reply::ok(r#"<WaitForUpdatesExResponse xmlns="urn:vim25"/>"#);
+                // Filters belong to the session that made them: a new session waits on nothing.
+                let Some(filter) = state.filters.get(&session).cloned() else {
+                    return empty;
+                };
+                let name_change = |i: usize, kind: &str, name: &str| {
+                    format!(
+                        r#"<objectSet><kind>{kind}</kind><obj type="VirtualMachine">vm-{i}</obj><changeSet><name>name</name><op>assign</op><val xsi:type="xsd:string">{name}</val></changeSet></objectSet>"#
+                    )
+                };
+                let objects: String = if seen.field("version").unwrap_or_default().is_empty() {
+                    (0..self.vm_count)
+                        .map(|i| name_change(i, "enter", &format!("vm {i}")))
+                        .collect()
+                } else {
+                    let renames = std::mem::take(&mut state.renames);
+                    if renames.is_empty() {
+                        return empty;
+                    }
+                    renames
+                        .iter()
+                        .map(|(i, n)| name_change(*i, "modify", n))
+                        .collect()
+                };
+                state.version += 1;
+                Reply::ok(&format!(
+                    r#"<WaitForUpdatesExResponse xmlns="urn:vim25"><returnval><version>{}</version><filterSet><filter type="PropertyFilter">{filter}</filter>{objects}</filterSet></returnval></WaitForUpdatesExResponse>"#,
+                    state.version
                 ))
             }
             "RetrievePropertiesEx" if seen.field("obj").as_deref() == Some("SessionManager") => {
