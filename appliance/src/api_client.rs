@@ -155,6 +155,27 @@ impl ApiClient {
         .await
     }
 
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Other(e.into()))?;
+        self.send(
+            self.http
+                .patch(format!("{}{path}", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>(self.http.delete(format!("{}{path}", self.base)))
+            .await
+            .map(|_| ())
+    }
+
     /// Every item of a paged list.
     pub async fn get_all(&self, path: &str) -> Result<Vec<serde_json::Value>, ClientError> {
         let mut items = Vec::new();

@@ -331,6 +331,40 @@ pub async fn vcenter_add(
     Ok(())
 }
 
+pub async fn vcenter_update(
+    api: &ApiClient,
+    id: &str,
+    body: &Value,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    // Only the fields given: PATCH leaves the rest as it is.
+    let body: serde_json::Map<String, Value> = body
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if body.is_empty() {
+        anyhow::bail!("nothing to change: give --username, --password-file or --thumbprint");
+    }
+    let vcenter: Value = api.patch(&format!("/api/v1/vcenters/{id}"), &body).await?;
+    writeln!(
+        out,
+        "updated vCenter {} ({}): health {}",
+        text(&vcenter, "id"),
+        text(&vcenter, "url"),
+        text(&vcenter, "health")
+    )?;
+    Ok(())
+}
+
+pub async fn vcenter_remove(api: &ApiClient, id: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    api.delete(&format!("/api/v1/vcenters/{id}")).await?;
+    writeln!(out, "removed vCenter {id} and its inventory")?;
+    Ok(())
+}
+
 fn vcenter_rows(vcenters: &[Value]) -> Vec<Vec<String>> {
     vcenters
         .iter()

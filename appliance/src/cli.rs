@@ -126,6 +126,25 @@ pub enum VcenterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a vCenter's credential or accept its new certificate thumbprint
+    Update {
+        /// The vCenter id (see `vcenter list`)
+        id: String,
+        /// New user name
+        #[arg(long)]
+        username: Option<String>,
+        /// File holding the new password
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// The certificate thumbprint to trust from now on
+        #[arg(long)]
+        thumbprint: Option<String>,
+    },
+    /// Stop discovering a vCenter and forget its inventory
+    Remove {
+        /// The vCenter id
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,6 +332,21 @@ mod tests {
             panic!("not restore")
         };
         assert_eq!(args.format, ImageFormat::Raw);
+    }
+
+    #[test]
+    fn vcenter_update_and_remove_parse() {
+        let cli = parse(&["vcenter", "update", "vc1", "--thumbprint", "AA:BB"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Vcenter(VcenterCommand::Update { id, thumbprint: Some(t), username: None, password_file: None })
+                if id == "vc1" && t == "AA:BB"
+        ));
+        let cli = parse(&["vcenter", "remove", "vc1"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Vcenter(VcenterCommand::Remove { id }) if id == "vc1")
+        );
+        assert!(parse(&["vcenter", "remove"]).is_err());
     }
 
     #[test]

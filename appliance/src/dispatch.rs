@@ -120,6 +120,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             admin_runtime()?.block_on(api_cmd::vcenter_add(&api, &new, json, &mut stdout))
         }
+        Command::Vcenter(VcenterCommand::Update {
+            id,
+            username,
+            password_file,
+            thumbprint,
+        }) => {
+            admin_logging(&cfg)?;
+            let password = password_file
+                .as_deref()
+                .map(api_cmd::read_password_file)
+                .transpose()?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            let body = serde_json::json!({
+                "username": username,
+                "password": password,
+                "thumbprint": thumbprint,
+            });
+            admin_runtime()?.block_on(api_cmd::vcenter_update(&api, &id, &body, &mut stdout))
+        }
+        Command::Vcenter(VcenterCommand::Remove { id }) => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            admin_runtime()?.block_on(api_cmd::vcenter_remove(&api, &id, &mut stdout))
+        }
         Command::Vcenter(VcenterCommand::List { json }) => {
             admin_logging(&cfg)?;
             let api = ApiClient::from_config(&cfg, token_file)?;
