@@ -8,6 +8,8 @@
 # Ends with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A from-scratch build gains nothing from incremental data and it costs tens of GB of target/ here.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/install-test-deps.sh
 # The code bar before any test: formatted, and no clippy warning anywhere (where the toolchain has them;
 # no toolchain component can be downloaded here).
