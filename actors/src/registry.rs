@@ -27,7 +27,15 @@ pub enum Refusal {
 /// cheap and thread-safe; blocking briefly (sled, rcgen) is acceptable.
 pub trait AgentRegistry: Send + Sync + 'static {
     /// Checks the registration passphrase, records a new agent and issues its client certificate.
-    fn register(&self, passphrase: &str, hostname: &str) -> Result<AgentCredentials, Refusal>;
+    /// `bios_uuid` is what the agent reported of its machine's SMBIOS UUID, unchecked (`None` from
+    /// agents that could not read it and from agents older than the field); a registry keeps it only
+    /// if it is a UUID, and never refuses a registration over it.
+    fn register(
+        &self,
+        passphrase: &str,
+        hostname: &str,
+        bios_uuid: Option<&str>,
+    ) -> Result<AgentCredentials, Refusal>;
     /// Decides whether an agent that presented a valid client certificate for `agent_id` may replicate.
     fn admit(&self, agent_id: &str) -> Result<(), Refusal>;
     /// The agent id a client certificate (DER) was issued for, if this appliance's CA issued it.

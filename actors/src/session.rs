@@ -87,7 +87,10 @@ where
             )
             .await;
         };
-        return match ctx.registry.register(&reg.passphrase, &reg.hostname) {
+        return match ctx
+            .registry
+            .register(&reg.passphrase, &reg.hostname, reg.bios_uuid.as_deref())
+        {
             Ok(c) => {
                 tracing::info!(agent = %c.agent_id, hostname = %reg.hostname, "agent registered");
                 let f = Frame::Registered(wire::Registered {

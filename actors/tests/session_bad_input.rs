@@ -12,7 +12,7 @@ use wire::{DiskInfo, ErrorCode, Extent, Frame, Hello};
 
 struct Admit;
 impl AgentRegistry for Admit {
-    fn register(&self, _: &str, _: &str) -> Result<AgentCredentials, Refusal> {
+    fn register(&self, _: &str, _: &str, _: Option<&str>) -> Result<AgentCredentials, Refusal> {
         Err(Refusal::BadPassphrase)
     }
     fn admit(&self, _: &str) -> Result<(), Refusal> {

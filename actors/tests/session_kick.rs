@@ -20,7 +20,7 @@ struct RevokedAfter {
 }
 
 impl AgentRegistry for RevokedAfter {
-    fn register(&self, _: &str, _: &str) -> Result<AgentCredentials, Refusal> {
+    fn register(&self, _: &str, _: &str, _: Option<&str>) -> Result<AgentCredentials, Refusal> {
         Err(Refusal::BadPassphrase)
     }
     fn admit(&self, id: &str) -> Result<(), Refusal> {

@@ -12,7 +12,7 @@ use vault::{KdfParams, RestoreFormat, RestoreRequest, StoreOptions, Vault};
 
 struct NoAgents;
 impl AgentRegistry for NoAgents {
-    fn register(&self, _: &str, _: &str) -> Result<AgentCredentials, Refusal> {
+    fn register(&self, _: &str, _: &str, _: Option<&str>) -> Result<AgentCredentials, Refusal> {
         Err(Refusal::BadPassphrase)
     }
     fn admit(&self, id: &str) -> Result<(), Refusal> {

@@ -105,6 +105,7 @@ mod tests {
                     registered_at: "2026-01-02T03:04:05Z".into(),
                     revoked: false,
                     last_seen: None,
+                    bios_uuid: None,
                 },
             )
             .unwrap();

@@ -9,18 +9,25 @@ use serde_json::Value;
 use crate::api_client::{ApiClient, ClientError};
 use crate::points_cmd::human_bytes;
 
-fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(crate) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("")
 }
 
 /// Left-aligned columns sized to their widest cell.
-fn table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+pub(crate) fn table(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> anyhow::Result<()> {
     let widths: Vec<usize> = header
         .iter()
         .enumerate()
@@ -290,7 +297,7 @@ pub struct NewVcenterArgs<'a> {
 }
 
 /// A path segment with everything but unreserved characters percent-encoded.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

@@ -6,6 +6,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::LogFormat;
 
+#[path = "cli_push.rs"]
+mod push;
+pub use push::{PushArgs, PushCommand, PushJobsCommand};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "appliance",
@@ -60,6 +64,9 @@ pub enum Command {
     /// List the VMs discovered in vCenters (through the daemon)
     #[command(subcommand)]
     Vms(VmsCommand),
+    /// Install, upgrade or uninstall the mobility agent in a Linux guest over SSH (through the daemon)
+    #[command(subcommand)]
+    Push(PushCommand),
 }
 
 #[derive(Debug, Args)]

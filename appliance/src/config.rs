@@ -52,6 +52,8 @@ struct ConfigKeys {
     upload_concurrency: usize,
     server_names: Vec<String>,
     log_format: LogFormat,
+    agents_dir: Option<PathBuf>,
+    agent_data_address: Option<String>,
 }
 
 impl Default for ConfigKeys {
@@ -73,6 +75,8 @@ impl Default for ConfigKeys {
             upload_concurrency: 4,
             server_names: Vec::new(),
             log_format: LogFormat::Human,
+            agents_dir: None,
+            agent_data_address: None,
         }
     }
 }
@@ -95,6 +99,8 @@ const STRING_KEYS: &[&str] = &[
     "azure_access_key",
     "admin_password_file",
     "cache_dir",
+    "agents_dir",
+    "agent_data_address",
 ];
 
 /// `APPLIANCE_*` variables of [`STRING_KEYS`], as unparsed strings.
@@ -151,6 +157,13 @@ pub struct Config {
     pub server_names: Vec<String>,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Folder of the agent binaries push installs copy into guests (`mobility-x86_64`,
+    /// `mobility-aarch64`).
+    pub agents_dir: PathBuf,
+    /// HOST:PORT of the data listener as guests reach it, written into pushed agents' settings.
+    /// Defaults to `listen_data` as given: a wildcard bind (`0.0.0.0`) is no address a guest can
+    /// use, so an appliance listening on every interface sets this (the image does).
+    pub agent_data_address: String,
 }
 
 // Secrets must never reach a log line through `{:?}`.
@@ -175,6 +188,8 @@ impl fmt::Debug for Config {
             .field("upload_concurrency", &self.upload_concurrency)
             .field("server_names", &self.server_names)
             .field("log_format", &self.log_format)
+            .field("agents_dir", &self.agents_dir)
+            .field("agent_data_address", &self.agent_data_address)
             .finish()
     }
 }
@@ -257,12 +272,35 @@ impl Config {
                 "vault_passphrase must not be empty (leave it out to use a generated one)",
             );
         }
+        if keys
+            .agents_dir
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return invalid("agents_dir must not be empty (leave it out for <data_dir>/agents)");
+        }
+        if keys
+            .agent_data_address
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty())
+        {
+            return invalid(
+                "agent_data_address must not be empty (leave it out to use listen_data)",
+            );
+        }
         let vault_url = keys
             .vault_url
             .unwrap_or_else(|| keys.data_dir.join("vault").to_string_lossy().into_owned());
         let cache_dir = keys
             .cache_dir
             .unwrap_or_else(|| keys.data_dir.join("cache"));
+        let agents_dir = keys
+            .agents_dir
+            .unwrap_or_else(|| keys.data_dir.join("agents"));
+        let agent_data_address = keys
+            .agent_data_address
+            .map(|a| a.trim().to_string())
+            .unwrap_or_else(|| keys.listen_data.clone());
         Ok(Config {
             data_dir: keys.data_dir,
             listen_data: keys.listen_data,
@@ -280,6 +318,8 @@ impl Config {
             upload_concurrency: keys.upload_concurrency,
             server_names: keys.server_names,
             log_format: keys.log_format,
+            agents_dir,
+            agent_data_address,
         })
     }
 }
@@ -314,6 +354,8 @@ mod tests {
             assert_eq!(cfg.vault_passphrase, None);
             assert_eq!(cfg.azure_access_key, None);
             assert_eq!(cfg.admin_password_file, None);
+            assert_eq!(cfg.agents_dir, PathBuf::from("./ferry-data/agents"));
+            assert_eq!(cfg.agent_data_address, "127.0.0.1:9443");
             Ok(())
         });
     }
@@ -321,10 +363,58 @@ mod tests {
     #[test]
     fn derived_defaults_follow_data_dir() {
         Jail::expect_with(|jail| {
-            jail.create_file("appliance.toml", "data_dir = \"/srv/ferry\"")?;
+            jail.create_file(
+                "appliance.toml",
+                "data_dir = \"/srv/ferry\"\nlisten_data = \"0.0.0.0:9443\"",
+            )?;
             let cfg = load_in_jail(None).unwrap();
             assert_eq!(cfg.vault_url, "/srv/ferry/vault");
             assert_eq!(cfg.cache_dir, PathBuf::from("/srv/ferry/cache"));
+            assert_eq!(cfg.agents_dir, PathBuf::from("/srv/ferry/agents"));
+            // Taken as given: the image sets agent_data_address when it binds every interface.
+            assert_eq!(cfg.agent_data_address, "0.0.0.0:9443");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn push_install_keys_come_from_file_and_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "appliance.toml",
+                "agents_dir = \"/opt/agents\"\nagent_data_address = \"dr.example.test:9443\"",
+            )?;
+            let cfg = load_in_jail(None).unwrap();
+            assert_eq!(cfg.agents_dir, PathBuf::from("/opt/agents"));
+            assert_eq!(cfg.agent_data_address, "dr.example.test:9443");
+            jail.set_env("APPLIANCE_AGENTS_DIR", "/from/env/agents");
+            jail.set_env("APPLIANCE_AGENT_DATA_ADDRESS", "10.0.0.5:9443");
+            let cfg = load_in_jail(None).unwrap();
+            assert_eq!(cfg.agents_dir, PathBuf::from("/from/env/agents"));
+            assert_eq!(cfg.agent_data_address, "10.0.0.5:9443");
+            assert_eq!(cfg.listen_data, "127.0.0.1:9443", "listen_data untouched");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_push_install_keys_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("APPLIANCE_AGENTS_DIR", "");
+            let err = load_in_jail(None).unwrap_err().to_string();
+            assert!(err.contains("agents_dir"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("appliance.toml", "agent_data_address = \"  \"")?;
+            let err = load_in_jail(None).unwrap_err().to_string();
+            assert!(err.contains("agent_data_address"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("appliance.toml", "agent_data_address = 9443")?;
+            let err = load_in_jail(None).unwrap_err().to_string();
+            assert!(err.contains("agent_data_address"), "{err}");
             Ok(())
         });
     }

@@ -4,12 +4,14 @@ use std::io::Write;
 
 use crate::api_client::ApiClient;
 use crate::cli::{
-    AgentsCommand, Cli, Command, MachinesCommand, PassphraseCommand, PointsCommand, TokenCommand,
-    VaultArgs, VcenterCommand, VmsCommand,
+    AgentsCommand, Cli, Command, MachinesCommand, PassphraseCommand, PointsCommand, PushCommand,
+    PushJobsCommand, TokenCommand, VaultArgs, VcenterCommand, VmsCommand,
 };
 use crate::config::Config;
 use crate::vault_access::VaultLocation;
-use crate::{agents_cmd, api_cmd, daemon, logging, points_cmd, secrets, tls, vault_access};
+use crate::{
+    agents_cmd, api_cmd, api_cmd_push, daemon, logging, points_cmd, secrets, tls, vault_access,
+};
 
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -159,6 +161,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut stdout,
             ))
         }
+        Command::Push(command) => {
+            admin_logging(&cfg)?;
+            push(&cfg, token_file, command, &mut stdout)
+        }
         Command::Restore(args) => {
             admin_logging(&cfg)?;
             let loc = vault_location(&cfg, &args.vault)?;
@@ -168,6 +174,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `push ...`: every one goes through the daemon (the jobs run there).
+fn push(
+    cfg: &Config,
+    token_file: Option<&std::path::Path>,
+    command: PushCommand,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (operation, args) = match command {
+        PushCommand::Install(args) => ("install", args),
+        PushCommand::Upgrade(args) => ("upgrade", args),
+        PushCommand::Uninstall(args) => ("uninstall", args),
+        PushCommand::Jobs(jobs) => {
+            let api = ApiClient::from_config(cfg, token_file)?;
+            let rt = admin_runtime()?;
+            return match jobs {
+                PushJobsCommand::List { json } => {
+                    rt.block_on(api_cmd_push::jobs_list(&api, json, out))
+                }
+                PushJobsCommand::Show { id, json } => {
+                    rt.block_on(api_cmd_push::job_show(&api, &id, json, out))
+                }
+                PushJobsCommand::Cancel { id } => {
+                    rt.block_on(api_cmd_push::job_cancel(&api, &id, out))
+                }
+            };
+        }
+        PushCommand::ForgetHostKey { host, port } => {
+            let api = ApiClient::from_config(cfg, token_file)?;
+            return admin_runtime()?
+                .block_on(api_cmd_push::forget_host_key(&api, &host, port, out));
+        }
+    };
+    // Secrets are read before the daemon is asked anything, so a bad file fails fast.
+    let body = api_cmd_push::push_request(&args, operation)?;
+    let api = ApiClient::from_config(cfg, token_file)?;
+    admin_runtime()?.block_on(api_cmd_push::push_start(
+        &api, &body, args.wait, args.json, out,
+    ))
 }
 
 /// Runs `call` against the daemon's API. `Ok(false)` when there is no daemon to ask (no admin token

@@ -4,6 +4,7 @@
 pub mod agents_cmd;
 pub mod api_client;
 pub mod api_cmd;
+pub mod api_cmd_push;
 pub mod cli;
 pub mod config;
 pub mod daemon;

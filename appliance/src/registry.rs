@@ -117,6 +117,26 @@ fn clean_hostname(hostname: &str) -> String {
     }
 }
 
+/// A reported BIOS UUID fit for matching discovered VMs: its canonical lower-case form, or `None`.
+/// Anything that is not a machine's UUID is dropped with a warning, never a reason to refuse the
+/// registration: the agent works without it, only the VM match is lost.
+fn clean_bios_uuid(reported: Option<&str>, hostname: &str) -> Option<String> {
+    let reported = reported?;
+    match uuid::Uuid::parse_str(reported) {
+        // All zeros and all ones are what firmware reports when the machine has no UUID.
+        Ok(u) if u.is_nil() || u.is_max() => {
+            tracing::warn!(%hostname, bios_uuid = %u, "BIOS UUID dropped: a firmware placeholder");
+            None
+        }
+        Ok(u) => Some(u.hyphenated().to_string()),
+        Err(err) => {
+            // Debug formatting: the text comes from the agent and may hold control characters.
+            tracing::warn!(%hostname, bios_uuid = ?reported, %err, "BIOS UUID dropped: not a UUID");
+            None
+        }
+    }
+}
+
 impl Registry {
     pub fn new(state: State, tls: Arc<ApplianceTls>, registration_passphrase: &str) -> Registry {
         Registry {
@@ -276,7 +296,12 @@ impl Registry {
 }
 
 impl AgentRegistry for Registry {
-    fn register(&self, passphrase: &str, hostname: &str) -> Result<AgentCredentials, Refusal> {
+    fn register(
+        &self,
+        passphrase: &str,
+        hostname: &str,
+        bios_uuid: Option<&str>,
+    ) -> Result<AgentCredentials, Refusal> {
         let hostname = clean_hostname(hostname);
         let agent_id = uuid::Uuid::new_v4().to_string();
         let enrollment = self.admit_registration(passphrase, &agent_id, &hostname)?;
@@ -302,6 +327,7 @@ impl AgentRegistry for Registry {
             registered_at: now_rfc3339(),
             revoked: false,
             last_seen: None,
+            bios_uuid: clean_bios_uuid(bios_uuid, &hostname),
         };
         let stored = self
             .state
@@ -324,7 +350,13 @@ impl AgentRegistry for Registry {
             release();
             return Err(Refusal::Internal("could not record the agent".into()));
         }
-        tracing::info!(%agent_id, %hostname, enrollment = ?enrollment.map(|e| e.id), "agent registered");
+        tracing::info!(
+            %agent_id,
+            %hostname,
+            bios_uuid = ?record.bios_uuid,
+            enrollment = ?enrollment.map(|e| e.id),
+            "agent registered"
+        );
         Ok(AgentCredentials {
             agent_id,
             cert_pem,
@@ -357,244 +389,5 @@ impl AgentRegistry for Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-
-    const PASSPHRASE: &str = "KMNP-QRTU-VWXY-3467-9ACD-EFGH";
-
-    fn registry(dir: &std::path::Path) -> Registry {
-        let tls = Arc::new(ApplianceTls::load_or_create(dir, &[]).unwrap());
-        Registry::new(State::open(dir).unwrap(), tls, PASSPHRASE)
-    }
-
-    #[test]
-    fn register_issues_a_cert_for_a_new_uuid_and_records_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = registry(dir.path());
-        let creds = reg.register(PASSPHRASE, "db01.corp").unwrap();
-        let id = uuid::Uuid::parse_str(&creds.agent_id).unwrap();
-        assert_eq!(id.get_version_num(), 4);
-        let der = CertificateDer::from_pem_slice(creds.cert_pem.as_bytes()).unwrap();
-        assert_eq!(reg.identify(&der).as_deref(), Some(creds.agent_id.as_str()));
-        assert_eq!(reg.identify(b"not a certificate"), None);
-        assert!(creds.key_pem.contains("PRIVATE KEY"));
-        assert_eq!(creds.ca_pem, reg.tls.ca_pem());
-        let record = reg.state().agent(&creds.agent_id).unwrap().unwrap();
-        assert_eq!(record.hostname, "db01.corp");
-        assert!(!record.revoked);
-        assert_eq!(
-            reg.state().recent_audit(5).unwrap()[0].event,
-            "agent_registered"
-        );
-        assert!(reg.admit(&creds.agent_id).is_ok());
-
-        let other = reg.register(PASSPHRASE, "db02").unwrap();
-        assert_ne!(other.agent_id, creds.agent_id);
-    }
-
-    #[test]
-    fn passphrase_is_checked_leniently_on_form_strictly_on_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = registry(dir.path());
-        assert!(reg
-            .register("kmnp qrtu vwxy 3467 9acd efgh", "typed-by-hand")
-            .is_ok());
-        for wrong in [
-            "",
-            "KMNP-QRTU-VWXY-3467-9ACD-EFGG",
-            "KMNP",
-            "x".repeat(10_000).as_str(),
-        ] {
-            assert!(
-                matches!(reg.register(wrong, "h"), Err(Refusal::BadPassphrase)),
-                "{wrong:.20}"
-            );
-        }
-        assert_eq!(reg.state().agents().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn admit_refuses_unknown_and_revoked_agents() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = registry(dir.path());
-        assert!(matches!(reg.admit("nobody"), Err(Refusal::Unknown(_))));
-        let creds = reg.register(PASSPHRASE, "h").unwrap();
-        reg.state().revoke_agent(&creds.agent_id).unwrap();
-        assert!(matches!(
-            reg.admit(&creds.agent_id),
-            Err(Refusal::Revoked(id)) if id == creds.agent_id
-        ));
-    }
-
-    #[test]
-    fn seen_records_last_contact_and_ignores_unknown_agents() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = registry(dir.path());
-        let creds = reg.register(PASSPHRASE, "old-name").unwrap();
-        reg.seen(&creds.agent_id, "new-name\u{7}");
-        let record = reg.state().agent(&creds.agent_id).unwrap().unwrap();
-        assert_eq!(record.hostname, "new-name");
-        assert!(record.last_seen.is_some());
-        reg.seen("ghost", "x");
-        assert!(reg.state().agent("ghost").unwrap().is_none());
-    }
-
-    fn rotating_registry(dir: &std::path::Path) -> (Registry, std::path::PathBuf) {
-        let path = dir.join(crate::secrets::REGISTRATION_PASSPHRASE_FILE);
-        std::fs::write(&path, format!("{PASSPHRASE}\n")).unwrap();
-        (registry(dir).with_passphrase_file(&path), path)
-    }
-
-    #[test]
-    fn rotation_refuses_the_old_passphrase_and_accepts_the_new() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let (reg, path) = rotating_registry(dir.path());
-        let before = reg.register(PASSPHRASE, "registered-before").unwrap();
-
-        let generated = reg.rotate_passphrase(None, "admin", "10.0.0.9").unwrap();
-        assert_ne!(
-            normalize_passphrase(&generated),
-            normalize_passphrase(PASSPHRASE)
-        );
-        assert_eq!(normalize_passphrase(&generated).len(), GENERATED_SYMBOLS);
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{generated}\n")
-        );
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert!(matches!(
-            reg.register(PASSPHRASE, "late"),
-            Err(Refusal::BadPassphrase)
-        ));
-        assert!(reg.register(&generated, "new").is_ok());
-        // Agents registered before keep replicating: they present certificates, not the passphrase.
-        assert!(reg.admit(&before.agent_id).is_ok());
-        let audit = reg.state().recent_audit(10).unwrap();
-        let audit = audit
-            .iter()
-            .find(|e| e.event == "registration_passphrase_rotated")
-            .expect("the rotation is audited");
-        assert_eq!(
-            (audit.actor.as_str(), audit.source.as_str()),
-            ("admin", "10.0.0.9")
-        );
-        assert!(!audit.detail.contains(&generated), "never audit the secret");
-
-        let chosen = reg
-            .rotate_passphrase(Some("  our own pass phrase 2026 "), "admin", "local")
-            .unwrap();
-        assert_eq!(chosen, "our own pass phrase 2026");
-        assert!(reg.register("OUR-OWN-PASS-PHRASE-2026", "typed").is_ok());
-        assert!(matches!(
-            reg.register(&generated, "late"),
-            Err(Refusal::BadPassphrase)
-        ));
-    }
-
-    #[test]
-    fn a_failed_rotation_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (reg, path) = rotating_registry(dir.path());
-        let too_long = "x".repeat(MAX_PASSPHRASE_CHARS + 1);
-        for bad in [
-            "",
-            "short-1234",
-            "-- -- -- -- -- -- -- --",
-            "twelve chars\nand a line break",
-            "with a tab\tinside it here",
-            too_long.as_str(),
-        ] {
-            let err = reg
-                .rotate_passphrase(Some(bad), "admin", "local")
-                .unwrap_err();
-            assert!(matches!(err, RotateError::Invalid(_)), "{bad:?}: {err}");
-            assert_eq!(MgmtError::from(err).code(), "invalid_field");
-        }
-        // No file configured: refused rather than changed in memory only (a restart would undo it).
-        let sibling = || Registry::new(reg.state().clone(), reg.tls.clone(), PASSPHRASE);
-        let err = sibling()
-            .rotate_passphrase(None, "admin", "local")
-            .unwrap_err();
-        assert!(matches!(err, RotateError::NoPassphraseFile), "{err}");
-        // The file cannot be written: the old passphrase stays.
-        let reg_missing = sibling().with_passphrase_file(dir.path().join("gone/pp"));
-        let err = reg_missing
-            .rotate_passphrase(None, "admin", "local")
-            .unwrap_err();
-        assert!(matches!(err, RotateError::Io { .. }), "{err}");
-        assert_eq!(MgmtError::from(err).code(), "internal");
-        assert!(reg_missing.register(PASSPHRASE, "still").is_ok());
-
-        assert!(reg.register(PASSPHRASE, "still").is_ok());
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{PASSPHRASE}\n")
-        );
-        assert!(reg
-            .state()
-            .recent_audit(50)
-            .unwrap()
-            .iter()
-            .all(|e| e.event != "registration_passphrase_rotated"));
-    }
-
-    #[tokio::test]
-    async fn revoke_marks_audits_and_ends_the_live_session() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = registry(dir.path());
-        let creds = reg.register(PASSPHRASE, "db01").unwrap();
-        let hub = actors::hub::Hub::default();
-        let (_claim, mut stop) = hub.claim(&creds.agent_id).await;
-
-        let record = reg
-            .revoke(Some(&hub), &creds.agent_id, "alice", "192.0.2.7")
-            .unwrap();
-        assert!(record.revoked);
-        tokio::time::timeout(std::time::Duration::from_secs(10), stop.changed())
-            .await
-            .expect("the session is told at once")
-            .unwrap();
-        assert_eq!(*stop.borrow(), actors::hub::StopReason::Disconnected);
-        assert!(matches!(
-            reg.admit(&creds.agent_id),
-            Err(Refusal::Revoked(_))
-        ));
-        let audit = reg.state().recent_audit(1).unwrap().remove(0);
-        assert_eq!(
-            (
-                audit.event.as_str(),
-                audit.actor.as_str(),
-                audit.source.as_str()
-            ),
-            ("agent_revoked", "alice", "192.0.2.7")
-        );
-        assert!(audit.detail.contains("db01"));
-
-        // Again (and without a data path): harmless, audited once.
-        reg.revoke(None, &creds.agent_id, "alice", "192.0.2.7")
-            .unwrap();
-        let revocations = reg
-            .state()
-            .recent_audit(50)
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.event == "agent_revoked")
-            .count();
-        assert_eq!(revocations, 1);
-        assert!(matches!(
-            reg.revoke(Some(&hub), "nobody", "alice", "local"),
-            Err(StateError::UnknownAgent(_))
-        ));
-    }
-
-    #[test]
-    fn hostnames_are_cleaned() {
-        assert_eq!(clean_hostname("  a\nb\t "), "ab");
-        assert_eq!(clean_hostname(""), "(unnamed)");
-        assert_eq!(clean_hostname(&"h".repeat(1000)).len(), MAX_HOSTNAME_CHARS);
-    }
-}
+#[path = "registry_tests.rs"]
+mod tests;

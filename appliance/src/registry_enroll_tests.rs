@@ -31,7 +31,7 @@ fn a_token_registers_one_agent_once_and_records_it() {
     assert!(issued.token.starts_with(ENROLLMENT_TOKEN_PREFIX));
     assert!(issued.id.starts_with("enr_"));
 
-    let creds = reg.register(&issued.token, "web01").unwrap();
+    let creds = reg.register(&issued.token, "web01", None).unwrap();
     let record = reg.enrollments().get(&issued.id).unwrap().unwrap();
     assert_eq!(record.used_by.as_deref(), Some(creds.agent_id.as_str()));
     assert_eq!(record.vm, "vc-1/vm-42");
@@ -66,7 +66,7 @@ fn a_token_registers_one_agent_once_and_records_it() {
 
     // Once only, even with the newline a file adds.
     assert!(matches!(
-        reg.register(&format!("{}\n", issued.token), "web01-again"),
+        reg.register(&format!("{}\n", issued.token), "web01-again", None),
         Err(Refusal::BadPassphrase)
     ));
     let refused = events(&reg, "enrollment_token_refused");
@@ -88,7 +88,7 @@ fn expired_wrong_and_revoked_tokens_fail_and_the_passphrase_still_works() {
         .issue("vm-a", Duration::ZERO, "system", "local")
         .unwrap();
     assert!(matches!(
-        reg.register(&expired.token, "a"),
+        reg.register(&expired.token, "a", None),
         Err(Refusal::BadPassphrase)
     ));
     assert!(events(&reg, "enrollment_token_refused")[0]
@@ -109,7 +109,7 @@ fn expired_wrong_and_revoked_tokens_fail_and_the_passphrase_still_works() {
         &"x".repeat(10_000),
     ] {
         assert!(
-            matches!(reg.register(bad, "b"), Err(Refusal::BadPassphrase)),
+            matches!(reg.register(bad, "b", None), Err(Refusal::BadPassphrase)),
             "{bad:.20}"
         );
     }
@@ -124,12 +124,12 @@ fn expired_wrong_and_revoked_tokens_fail_and_the_passphrase_still_works() {
     assert!(!reg.enrollments().revoke(&withdrawn.id).unwrap(), "once");
     assert!(!reg.enrollments().revoke("enr_nope").unwrap());
     assert!(matches!(
-        reg.register(&withdrawn.token, "c"),
+        reg.register(&withdrawn.token, "c", None),
         Err(Refusal::BadPassphrase)
     ));
 
-    assert!(reg.register(PASSPHRASE, "by-passphrase").is_ok());
-    assert!(reg.register(&live, "by-token").is_ok());
+    assert!(reg.register(PASSPHRASE, "by-passphrase", None).is_ok());
+    assert!(reg.register(&live, "by-token", None).is_ok());
     assert_eq!(reg.state().agents().unwrap().len(), 2);
     // A used token cannot be revoked any more: it tells which agent it made.
     let used_id = reg
@@ -198,7 +198,7 @@ fn racing_registrations_with_one_token_make_one_agent() {
         .map(|i| {
             let reg = reg.clone();
             let token = token.clone();
-            std::thread::spawn(move || reg.register(&token, &format!("racer-{i}")).is_ok())
+            std::thread::spawn(move || reg.register(&token, &format!("racer-{i}"), None).is_ok())
         })
         .collect();
     let wins = handles
@@ -219,7 +219,7 @@ fn a_corrupt_record_is_an_internal_refusal_and_release_frees_a_token() {
     tree.insert(key_of(&token), encode_record(b"{not json"))
         .unwrap();
     assert!(matches!(
-        reg.register(&token, "h"),
+        reg.register(&token, "h", None),
         Err(Refusal::Internal(_))
     ));
     assert!(
@@ -249,5 +249,5 @@ fn a_corrupt_record_is_an_internal_refusal_and_release_frees_a_token() {
         reg.enrollments().get(&issued.id).unwrap().unwrap().used_by,
         None
     );
-    assert!(reg.register(&issued.token, "h").is_ok());
+    assert!(reg.register(&issued.token, "h", None).is_ok());
 }

@@ -65,6 +65,11 @@ pub struct AgentRecord {
     pub revoked: bool,
     /// RFC 3339, UTC; `None` until the agent's first replication session.
     pub last_seen: Option<String>,
+    /// The SMBIOS UUID the agent reported at registration (lower-case 8-4-4-4-12), which discovery
+    /// matches to a vCenter VM. Absent from records of agents that did not report one, and from
+    /// every record written before the field existed (hence the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bios_uuid: Option<String>,
 }
 
 /// One audit event (stored as JSON under a big-endian u64 sequence, so the tree is in order).
@@ -335,6 +340,7 @@ mod tests {
             registered_at: now_rfc3339(),
             revoked: false,
             last_seen: None,
+            bios_uuid: None,
         }
     }
 
@@ -347,6 +353,7 @@ mod tests {
             registered_at: "2026-01-02T03:04:05Z".into(),
             revoked: false,
             last_seen: None,
+            bios_uuid: None,
         };
         state.put_agent("a1", &r).unwrap();
         let stored = state.agents.get("a1").unwrap().unwrap();
@@ -355,7 +362,63 @@ mod tests {
             br#"{"hostname":"db01","registered_at":"2026-01-02T03:04:05Z","revoked":false,"last_seen":null}"#,
         );
         assert_eq!(stored.as_ref(), expected.as_slice());
-        assert_eq!(state.agent("a1").unwrap(), Some(r));
+        assert_eq!(state.agent("a1").unwrap().as_ref(), Some(&r));
+
+        // With a BIOS UUID the field follows the others; without one, it is left out (above).
+        let r = AgentRecord {
+            bios_uuid: Some("42172e0b-9a4c-4c3f-8d2e-0123456789ab".into()),
+            ..r
+        };
+        state.put_agent("a2", &r).unwrap();
+        let stored = state.agents.get("a2").unwrap().unwrap();
+        let mut expected = b"FS\x01".to_vec();
+        expected.extend_from_slice(
+            br#"{"hostname":"db01","registered_at":"2026-01-02T03:04:05Z","revoked":false,"last_seen":null,"bios_uuid":"42172e0b-9a4c-4c3f-8d2e-0123456789ab"}"#,
+        );
+        assert_eq!(stored.as_ref(), expected.as_slice());
+        assert_eq!(state.agent("a2").unwrap(), Some(r));
+    }
+
+    #[test]
+    fn records_written_before_the_bios_uuid_still_decode() {
+        // The exact bytes an appliance without the field stored (as pinned above before it existed).
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let old = [
+            &b"FS\x01"[..],
+            br#"{"hostname":"db01","registered_at":"2026-01-02T03:04:05Z","revoked":true,"#,
+            br#""last_seen":"2026-01-03T00:00:00Z"}"#,
+        ]
+        .concat();
+        state.agents.insert("old", &old[..]).unwrap();
+        let record = state.agent("old").unwrap().unwrap();
+        assert_eq!(
+            record,
+            AgentRecord {
+                hostname: "db01".into(),
+                registered_at: "2026-01-02T03:04:05Z".into(),
+                revoked: true,
+                last_seen: Some("2026-01-03T00:00:00Z".into()),
+                bios_uuid: None,
+            }
+        );
+        // Rewriting it (a revoke, a sighting) keeps the old layout byte for byte.
+        state.put_agent("old", &record).unwrap();
+        assert_eq!(state.agents.get("old").unwrap().unwrap().as_ref(), &old[..]);
+        // A BIOS UUID of the wrong JSON type is a corrupt record, not a panic.
+        state
+            .agents
+            .insert(
+                "bad",
+                encode_record(
+                    br#"{"hostname":"h","registered_at":"t","revoked":false,"last_seen":null,"bios_uuid":7}"#,
+                ),
+            )
+            .unwrap();
+        assert!(matches!(
+            state.agent("bad"),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 
     #[test]

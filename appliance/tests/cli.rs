@@ -118,6 +118,7 @@ fn agents_list_and_revoke() {
             registered_at: "2026-03-04T05:06:07Z".into(),
             revoked: false,
             last_seen: None,
+            bios_uuid: None,
         };
         state.put_agent("agent-a", &record).unwrap();
         state.flush().unwrap();

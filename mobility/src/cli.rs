@@ -40,6 +40,11 @@ pub enum Command {
         /// Name to register under (default: this machine's host name).
         #[arg(long, value_name = "NAME")]
         hostname: Option<String>,
+        /// This machine's BIOS UUID, for when the agent cannot read it itself (default: read from
+        /// sysfs, which needs root on most systems; without it the appliance cannot tell which
+        /// vCenter VM this is).
+        #[arg(long, value_name = "UUID", value_parser = parse_bios_uuid)]
+        bios_uuid: Option<String>,
     },
     /// Replicate disks to the appliance.
     Run {
@@ -77,6 +82,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             ca_fingerprint,
             state_dir,
             hostname,
+            bios_uuid,
         } => {
             let opts = RegisterOptions {
                 appliance,
@@ -84,6 +90,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 ca_fingerprint,
                 state_dir,
                 hostname,
+                bios_uuid,
             };
             let reg = register(&opts).await?;
             println!(
@@ -135,6 +142,11 @@ pub async fn execute(cli: Cli) -> Result<()> {
     }
 }
 
+/// `--bios-uuid`: refused at parse time, before anything is sent, when it is not a UUID.
+fn parse_bios_uuid(text: &str) -> Result<String, crate::bios_uuid::BiosUuidError> {
+    crate::bios_uuid::normalize(text)
+}
+
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
@@ -144,5 +156,53 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register_args(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec![
+            "mobility",
+            "register",
+            "--appliance",
+            "127.0.0.1:9443",
+            "--passphrase-file",
+            "pw",
+            "--ca-fingerprint",
+            "ab",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn bios_uuid_flag_is_normalized_or_refused() {
+        let Command::Register { bios_uuid, .. } =
+            register_args(&["--bios-uuid", "4C4C4544-0042-3510-8052-B4C04F4B4D32"])
+                .unwrap()
+                .command
+        else {
+            panic!("not register");
+        };
+        assert_eq!(
+            bios_uuid.as_deref(),
+            Some("4c4c4544-0042-3510-8052-b4c04f4b4d32")
+        );
+        let Command::Register { bios_uuid, .. } = register_args(&[]).unwrap().command else {
+            panic!("not register");
+        };
+        assert_eq!(bios_uuid, None, "absent: read from the machine at register");
+        for bad in ["", "not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
+            let err = register_args(&["--bios-uuid", bad]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}"
+            );
+            assert!(err.to_string().contains("--bios-uuid"), "{err}");
+        }
     }
 }

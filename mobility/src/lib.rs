@@ -3,9 +3,10 @@
 //!
 //! Modules: `tracker` (per-block hash records), `scan` (disk pass), `flight` (window and
 //! unacknowledged extents), `session` (one connection), `agent` (reconnecting run loop),
-//! `register`, `tls`, `state` (state dir layout), `status`, `cli`.
+//! `register` (with `bios_uuid`), `tls`, `state` (state dir layout), `status`, `cli`.
 
 pub mod agent;
+pub mod bios_uuid;
 pub mod cli;
 pub mod flight;
 pub mod register;

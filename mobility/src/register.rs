@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::AsyncWriteExt;
-use wire::{ErrorCode, Frame, Register};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use wire::{ErrorCode, Frame, Register, WireError};
 
+use crate::bios_uuid;
 use crate::state::{Credentials, Registration, StateDir};
 use crate::tls;
 
@@ -22,6 +25,9 @@ pub struct RegisterOptions {
     pub ca_fingerprint: String,
     pub state_dir: Option<PathBuf>,
     pub hostname: Option<String>,
+    /// The machine's BIOS UUID (any case, dashes optional); `None` reads it from
+    /// [`bios_uuid::PRODUCT_UUID_PATH`], and registers without it when that is not readable.
+    pub bios_uuid: Option<String>,
 }
 
 /// Reads a passphrase file; only the line break an editor or `echo` adds is removed.
@@ -46,11 +52,16 @@ pub fn local_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Registers and stores the identity in the state dir. Errors carry the user-facing reason.
-pub async fn register(opts: &RegisterOptions) -> Result<Registration> {
-    let pinned = tls::parse_fingerprint(&opts.ca_fingerprint)?;
-    let state = StateDir::open(opts.state_dir.as_deref())?;
-    let hostname = opts.hostname.clone().unwrap_or_else(local_hostname);
+/// How a registration exchange ended.
+enum Answer {
+    /// The appliance answered with this frame (the stream, to be shut down politely).
+    Frame(Frame, Box<TlsStream<TcpStream>>),
+    /// It closed the connection without answering: the error, if reading failed rather than ending.
+    Silent(Option<WireError>),
+}
+
+/// One connection: sends `request`, waits for the answer.
+async fn exchange(opts: &RegisterOptions, pinned: [u8; 32], request: &Register) -> Result<Answer> {
     let (cfg, mismatch) = tls::registration_config(pinned)?;
     let mut stream = match tls::connect(&opts.appliance, cfg).await {
         Ok(s) => s,
@@ -61,11 +72,7 @@ pub async fn register(opts: &RegisterOptions) -> Result<Registration> {
             return Err(e.into());
         }
     };
-    let request = Frame::Register(Register {
-        passphrase: opts.passphrase.clone(),
-        hostname: hostname.clone(),
-    });
-    wire::write_frame(&mut stream, &request)
+    wire::write_frame(&mut stream, &Frame::Register(request.clone()))
         .await
         .context("sending the registration request")?;
     stream
@@ -74,16 +81,54 @@ pub async fn register(opts: &RegisterOptions) -> Result<Registration> {
         .context("sending the registration request")?;
     let reply = tokio::time::timeout(REPLY_TIMEOUT, wire::read_frame(&mut stream))
         .await
-        .map_err(|_| anyhow!("the appliance did not answer the registration request"))?
-        .context("reading the registration reply")?;
+        .map_err(|_| anyhow!("the appliance did not answer the registration request"))?;
+    Ok(match reply {
+        Ok(Some(frame)) => Answer::Frame(frame, Box::new(stream)),
+        Ok(None) => Answer::Silent(None),
+        Err(e) if e.is_retryable() => Answer::Silent(Some(e)),
+        Err(e) => return Err(e).context("reading the registration reply"),
+    })
+}
+
+/// Registers and stores the identity in the state dir. Errors carry the user-facing reason.
+pub async fn register(opts: &RegisterOptions) -> Result<Registration> {
+    let pinned = tls::parse_fingerprint(&opts.ca_fingerprint)?;
+    let state = StateDir::open(opts.state_dir.as_deref())?;
+    let hostname = opts.hostname.clone().unwrap_or_else(local_hostname);
+    let bios_uuid = match &opts.bios_uuid {
+        Some(given) => Some(bios_uuid::normalize(given).context("--bios-uuid")?),
+        None => bios_uuid::read_local(),
+    };
+    let mut request = Register {
+        passphrase: opts.passphrase.clone(),
+        hostname: hostname.clone(),
+        bios_uuid,
+    };
+    let mut answer = exchange(opts, pinned, &request).await?;
+    if matches!(answer, Answer::Silent(_)) && request.bios_uuid.is_some() {
+        // An appliance older than the field refuses the frame (trailing bytes) by hanging up.
+        // It recorded nothing, so asking again in the old layout is safe.
+        tracing::warn!(
+            "the appliance closed the connection without answering; it may predate BIOS UUID \
+             reporting, so registering again without it"
+        );
+        request.bios_uuid = None;
+        answer = exchange(opts, pinned, &request).await?;
+    }
+    let (reply, mut stream) = match answer {
+        Answer::Frame(frame, stream) => (frame, stream),
+        Answer::Silent(Some(e)) => return Err(e).context("reading the registration reply"),
+        Answer::Silent(None) => {
+            bail!("the appliance closed the connection without answering the registration")
+        }
+    };
     let registered = match reply {
-        Some(Frame::Registered(r)) => r,
-        Some(Frame::Error(e)) if e.code == ErrorCode::BadPassphrase => {
+        Frame::Registered(r) => r,
+        Frame::Error(e) if e.code == ErrorCode::BadPassphrase => {
             bail!("registration refused: wrong registration passphrase")
         }
-        Some(Frame::Error(e)) => bail!("registration refused: {}: {}", e.code, e.message),
-        Some(other) => bail!("protocol error: expected Registered, got {}", other.name()),
-        None => bail!("the appliance closed the connection without answering the registration"),
+        Frame::Error(e) => bail!("registration refused: {}: {}", e.code, e.message),
+        other => bail!("protocol error: expected Registered, got {}", other.name()),
     };
     let _ = stream.shutdown().await;
     // Refuse credentials we could not use later, before replacing a working registration.

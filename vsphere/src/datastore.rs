@@ -49,7 +49,10 @@ pub fn datastore_url(
         return Err(invalid(format!("bad datastore path {path:?}")));
     }
     let segments: Vec<&str> = relative.split('/').collect();
-    if segments.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == "..")
+    {
         return Err(invalid(format!(
             "datastore path {path:?} has an empty, '.' or '..' part"
         )));
@@ -156,7 +159,10 @@ impl Client {
         range: Option<Range<u64>>,
     ) -> Result<Vec<u8>, VsphereError> {
         let cap = self.options().max_response_bytes as u64;
-        if range.as_ref().is_some_and(|r| r.end.saturating_sub(r.start) > cap) {
+        if range
+            .as_ref()
+            .is_some_and(|r| r.end.saturating_sub(r.start) > cap)
+        {
             return Err(invalid(format!(
                 "a range over {cap} bytes does not fit in memory; stream it"
             )));
@@ -260,7 +266,9 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit('/').next())
                 .and_then(|t| t.trim().parse::<u64>().ok());
-            let expected = total.map_or(r.end, |t| t.min(r.end)).saturating_sub(r.start);
+            let expected = total
+                .map_or(r.end, |t| t.min(r.end))
+                .saturating_sub(r.start);
             if written < expected {
                 return Err(VsphereError::Transport {
                     reason: format!("{what}: the transfer ended after {written} bytes"),
@@ -284,18 +292,20 @@ impl Client {
         let url = datastore_url(self.sdk_url(), datacenter, datastore, path)?;
         let what = format!("[{datastore}] {path} in {datacenter}");
         let timeout = self.options().call_timeout + upload_time(bytes.len() as u64);
-        let build = || {
-            self.transport()
-                .http()
-                .put(url.clone())
-                .timeout(timeout)
-                .body(bytes.clone())
-        };
+        let req = self
+            .transport()
+            .http()
+            .put(url)
+            .timeout(timeout)
+            .body(bytes);
+        // A byte body clones without copying: kept for a second try after a new login.
+        let again = req.try_clone();
         let generation = self.session_generation();
-        let mut resp = self.send_with_cookie(build()).await?;
+        let mut resp = self.send_with_cookie(req).await?;
         if resp.status().as_u16() == 401 {
             self.relogin_since(generation).await?;
-            resp = self.send_with_cookie(build()).await?;
+            let again = again.ok_or(VsphereError::NotAuthenticated)?;
+            resp = self.send_with_cookie(again).await?;
         }
         put_result(resp.status().as_u16(), &what)
     }

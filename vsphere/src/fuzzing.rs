@@ -65,6 +65,11 @@ fn run_parsers(resp: Element) -> usize {
             let _ = VmInfo::from_object(object);
         }
     }
+    accepted += usize::from(crate::task::parse_task_state(resp.clone()).is_ok());
+    accepted += usize::from(crate::events::parse_events(resp.clone()).is_ok());
+    accepted += usize::from(crate::guest::parse_processes(resp.clone()).is_ok());
+    accepted += usize::from(crate::extension::parse_found(resp.clone()).is_ok());
+    accepted += usize::from(crate::vm::parse_optional_moref(resp.clone()).is_ok());
     if let Ok(Some(set)) = parse_update_set(resp) {
         accepted += 1;
         let mut vms = BTreeMap::new();
@@ -99,5 +104,18 @@ pub fn samples() -> Vec<&'static str> {
         include_str!("../tests/samples/26-readnextevents.response.xml"),
         include_str!("../tests/samples/29-stale-cookie-after-logout-notauthenticated.response.xml"),
         include_str!("../tests/samples/vm-nics.response.xml"),
+        include_str!("../tests/samples/31-guestoperationsmanager-filemanager.response.xml"),
+        include_str!("../tests/samples/32-initiatefiletransfertoguest.response.xml"),
+        include_str!("../tests/samples/33-startprograminguest.response.xml"),
+        include_str!("../tests/samples/34-listprocessesinguest.response.xml"),
+        include_str!("../tests/samples/35-registerextension.response.xml"),
+        include_str!(
+            "../tests/samples/35b-registerextension-duplicate-invalidargument.response.xml"
+        ),
+        include_str!("../tests/samples/36-findextension.response.xml"),
+        include_str!("../tests/samples/36b-findextension-unknown-key.response.xml"),
+        include_str!("../tests/samples/37-unregisterextension.response.xml"),
+        include_str!("../tests/samples/37b-unregisterextension-notfound.response.xml"),
+        include_str!("../tests/samples/38-registerextension-methodnotfound.response.xml"),
     ]
 }

@@ -6,6 +6,10 @@
 //!   cap, and one automatic re-login when the session has expired.
 //! - [`property`]: container views, RetrievePropertiesEx with paging, filters and WaitForUpdatesEx.
 //! - [`inventory`]: every VM with the properties Ferry keeps, and incremental following.
+//! - [`task`] and [`vm`]: waiting for tasks; snapshots, creating, powering, reconfiguring and
+//!   destroying VMs. [`datastore`]: datastore files over HTTP (ranges, streaming).
+//! - [`events`], [`guest`], [`extension`]: event history collectors, guest operations through
+//!   VMware Tools, and the vCenter extension registration.
 //! - [`xml`] and [`soap`]: a namespace-aware XML reader with limits, the envelope builder, and
 //!   SOAP faults as typed [`VsphereError`]s.
 //!
@@ -14,8 +18,11 @@
 pub mod client;
 pub mod datastore;
 pub mod error;
+pub mod events;
+pub mod extension;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod guest;
 pub mod inventory;
 pub mod property;
 pub mod soap;
@@ -29,6 +36,9 @@ pub mod xml;
 
 pub use client::{Client, Credentials};
 pub use error::VsphereError;
+pub use events::{Event, EventFilter, Recursion};
+pub use extension::{Extension, ExtensionClient, ExtensionServer};
+pub use guest::{GuestAuth, GuestFileAttributes, GuestProcess, GuestProgram};
 pub use inventory::{list_vms, DiskInfo, NicInfo, PowerState, VmInfo, VmWatch};
 pub use property::{
     ChangeOp, FilterSpec, ObjectContent, ObjectUpdate, ObjectUpdateKind, PropertyChange,
@@ -38,3 +48,4 @@ pub use tls::TlsTrust;
 pub use transport::{ClientOptions, SESSION_COOKIE};
 pub use types::{About, MoRef, ServiceContent, UserSession};
 pub use value::{DataObject, Value};
+pub use vm::{DiskSpec, NicAdapter, NicSpec, ReconfigSpec, VmCreateSpec};

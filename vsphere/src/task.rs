@@ -29,7 +29,9 @@ const TASK_PATHS: &[&str] = &["info.state", "info.progress", "info.result", "inf
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum TaskState {
     /// `queued` or `running`, with `info.progress` (0-100) when the server reports it.
-    Pending { progress: Option<i32> },
+    Pending {
+        progress: Option<i32>,
+    },
     Success(Option<Value>),
 }
 
@@ -122,7 +124,10 @@ impl Client {
             let spec = FilterSpec::object(task, TASK_PATHS);
             let req = retrieve_request(&self.service_content().property_collector, &[spec], None);
             let call_timeout = self.options().call_timeout.min(remaining);
-            let state = match self.invoke_timeout(req, call_timeout, parse_task_state).await {
+            let state = match self
+                .invoke_timeout(req, call_timeout, parse_task_state)
+                .await
+            {
                 Ok(state) => state,
                 // The poll itself ran out of the time left for the whole wait.
                 Err(VsphereError::Timeout) if Instant::now() >= deadline => {
@@ -161,7 +166,8 @@ impl Client {
                 "a *_Task method returned {task}, not a Task"
             )));
         }
-        self.wait_for_task(&task, DEFAULT_TASK_TIMEOUT, |_| {}).await
+        self.wait_for_task(&task, DEFAULT_TASK_TIMEOUT, |_| {})
+            .await
     }
 }
 

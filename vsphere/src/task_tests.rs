@@ -246,14 +246,15 @@ pub(crate) fn assert_same_xml(built: &Element, expected: &Element, at: &str) {
         (&expected.ns, &expected.name),
         "element at {here}"
     );
-    assert_eq!(
-        built.xsi_type(),
-        expected.xsi_type(),
-        "xsi:type of {here}"
-    );
+    assert_eq!(built.xsi_type(), expected.xsi_type(), "xsi:type of {here}");
     assert_eq!(built.attr("type"), expected.attr("type"), "type of {here}");
     assert_eq!(built.text.trim(), expected.text.trim(), "text of {here}");
-    let names = |e: &Element| e.children.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    let names = |e: &Element| {
+        e.children
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names(built), names(expected), "children of {here}");
     for (b, e) in built.children.iter().zip(&expected.children) {
         assert_same_xml(b, e, &here);
@@ -362,7 +363,9 @@ fn running_and_broken_task_states() {
         poll(&[("info.state", "TaskInfoState", "exploded")]),
         poll(&[]),
         envelope(r#"<RetrievePropertiesExResponse xmlns="urn:vim25"/>"#),
-        envelope(r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval/></RetrievePropertiesExResponse>"#),
+        envelope(
+            r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval/></RetrievePropertiesExResponse>"#,
+        ),
     ] {
         assert!(
             matches!(state(&bad), Err(VsphereError::Malformed { .. })),
@@ -388,10 +391,13 @@ async fn wait_reports_progress_and_returns_the_result() {
         let mut n = count.lock().unwrap();
         *n += 1;
         let running = |p: &str| {
-            Resp::soap(&poll(&[
-                ("info.state", "TaskInfoState", "running"),
-                ("info.progress", "xsd:int", p),
-            ]))
+            Resp::new(
+                200,
+                poll(&[
+                    ("info.state", "TaskInfoState", "running"),
+                    ("info.progress", "xsd:int", p),
+                ]),
+            )
         };
         match *n {
             1 => running("10"),
@@ -419,7 +425,10 @@ async fn wait_reports_progress_and_returns_the_result() {
     // Every poll asks for the task's state, progress, result and error.
     let body = String::from_utf8_lossy(&polls[0].body).to_string();
     for path in TASK_PATHS {
-        assert!(body.contains(&format!("<pathSet>{path}</pathSet>")), "{body}");
+        assert!(
+            body.contains(&format!("<pathSet>{path}</pathSet>")),
+            "{body}"
+        );
     }
     assert!(body.contains(r#"<obj type="Task">task-45</obj>"#));
 }
@@ -427,7 +436,7 @@ async fn wait_reports_progress_and_returns_the_result() {
 #[tokio::test]
 async fn a_task_that_never_ends_times_out() {
     let (client, _server) = replay_client(Arc::new(|_req: &Req| {
-        Resp::soap(&poll(&[("info.state", "TaskInfoState", "running")]))
+        Resp::new(200, poll(&[("info.state", "TaskInfoState", "running")]))
     }))
     .await;
     let started = Instant::now();

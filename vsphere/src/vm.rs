@@ -5,7 +5,7 @@
 //! Data objects are written in the element order of the vim25 schema: vCenter rejects a
 //! `VirtualMachineConfigSpec` whose fields come out of order.
 
-use crate::client::{parse_nothing, returnval, Client};
+use crate::client::{returnval, Client};
 use crate::error::VsphereError;
 use crate::soap::Request;
 use crate::task::result_moref;
@@ -217,7 +217,10 @@ pub(crate) fn create_vm_request(
 }
 
 /// `ReconfigVM_Task` with the fields of `spec` that are set, in schema order.
-pub(crate) fn reconfigure_request(vm: &MoRef, spec: &ReconfigSpec) -> Result<Request, VsphereError> {
+pub(crate) fn reconfigure_request(
+    vm: &MoRef,
+    spec: &ReconfigSpec,
+) -> Result<Request, VsphereError> {
     let mut req = Request::new("ReconfigVM_Task", vm);
     req.open("spec");
     if let Some(name) = &spec.name {
@@ -349,22 +352,14 @@ impl Client {
         if path.trim().is_empty() {
             return Err(invalid("the inventory path is empty"));
         }
-        let index = self
-            .service_content()
-            .search_index
-            .clone()
-            .ok_or_else(|| VsphereError::MethodNotFound {
+        let index = self.service_content().search_index.clone().ok_or_else(|| {
+            VsphereError::MethodNotFound {
                 method: "FindByInventoryPath (the server has no SearchIndex)".into(),
-            })?;
+            }
+        })?;
         let mut req = Request::new("FindByInventoryPath", &index);
         req.text("inventoryPath", path);
         self.invoke(req, parse_optional_moref).await
-    }
-
-    /// Cancels a running task (when the server allows it).
-    pub async fn cancel_task(&self, task: &MoRef) -> Result<(), VsphereError> {
-        self.invoke(Request::new("CancelTask", task), parse_nothing)
-            .await
     }
 }
 

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::task::tests::{assert_request_matches, assert_same_xml, replay_client, sample, Req, Resp};
+use crate::task::tests::{
+    assert_request_matches, assert_same_xml, replay_client, sample, Req, Resp,
+};
 use crate::xml::Limits;
 
 fn failback_spec() -> VmCreateSpec {
@@ -72,7 +74,10 @@ fn create_vm_request_with_nics_host_and_many_disks() {
         .map(|d| {
             (
                 d.xsi_type().unwrap(),
-                d.child("backing").unwrap().child_text("deviceName").unwrap(),
+                d.child("backing")
+                    .unwrap()
+                    .child_text("deviceName")
+                    .unwrap(),
             )
         })
         .collect();
@@ -87,8 +92,14 @@ fn create_vm_request_with_nics_host_and_many_disks() {
     let order: Vec<&str> = call.children.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(order, ["_this", "config", "pool", "host"]);
     let config_order: Vec<&str> = config.children.iter().map(|c| c.name.as_str()).collect();
-    let first_extra = config_order.iter().position(|n| *n == "extraConfig").unwrap();
-    let last_device = config_order.iter().rposition(|n| *n == "deviceChange").unwrap();
+    let first_extra = config_order
+        .iter()
+        .position(|n| *n == "extraConfig")
+        .unwrap();
+    let last_device = config_order
+        .iter()
+        .rposition(|n| *n == "deviceChange")
+        .unwrap();
     assert!(last_device < first_extra, "{config_order:?}");
 }
 
@@ -96,19 +107,19 @@ fn create_vm_request_with_nics_host_and_many_disks() {
 fn create_vm_rejects_bad_specs() {
     let folder = MoRef::new("Folder", "f");
     let pool = MoRef::new("ResourcePool", "p");
-    let cases: Vec<Box<dyn Fn(&mut VmCreateSpec)>> = vec![
-        Box::new(|s| s.name = String::new()),
-        Box::new(|s| s.name = "   ".into()),
-        Box::new(|s| s.name = "x".repeat(81)),
-        Box::new(|s| s.name = "a\u{1}b".into()),
-        Box::new(|s| s.guest_id = String::new()),
-        Box::new(|s| s.num_cpus = 0),
-        Box::new(|s| s.memory_mb = 0),
-        Box::new(|s| s.datastore = String::new()),
-        Box::new(|s| s.datastore = "ds] evil [x".into()),
-        Box::new(|s| s.disks = vec![DiskSpec { capacity_kb: 0 }]),
-        Box::new(|s| s.disks = vec![DiskSpec { capacity_kb: 1 }; MAX_DISKS + 1]),
-        Box::new(|s| {
+    let cases: &[fn(&mut VmCreateSpec)] = &[
+        |s| s.name = String::new(),
+        |s| s.name = "   ".into(),
+        |s| s.name = "x".repeat(81),
+        |s| s.name = "a\u{1}b".into(),
+        |s| s.guest_id = String::new(),
+        |s| s.num_cpus = 0,
+        |s| s.memory_mb = 0,
+        |s| s.datastore = String::new(),
+        |s| s.datastore = "ds] evil [x".into(),
+        |s| s.disks = vec![DiskSpec { capacity_kb: 0 }],
+        |s| s.disks = vec![DiskSpec { capacity_kb: 1 }; MAX_DISKS + 1],
+        |s| {
             s.nics = vec![
                 NicSpec {
                     network: "n".into(),
@@ -116,14 +127,14 @@ fn create_vm_rejects_bad_specs() {
                 };
                 MAX_NICS + 1
             ]
-        }),
-        Box::new(|s| {
+        },
+        |s| {
             s.nics = vec![NicSpec {
                 network: "".into(),
                 adapter: NicAdapter::E1000,
             }]
-        }),
-        Box::new(|s| s.extra_config = vec![(" ".into(), "v".into())]),
+        },
+        |s| s.extra_config = vec![(" ".into(), "v".into())],
     ];
     for (i, change) in cases.iter().enumerate() {
         let mut spec = failback_spec();
@@ -140,7 +151,10 @@ fn create_vm_rejects_bad_specs() {
     let mut spec = failback_spec();
     spec.extra_config = vec![("k".into(), "a\u{0}b".into())];
     let req = create_vm_request(&folder, &spec, &pool, None).unwrap();
-    assert!(matches!(req.finish(), Err(VsphereError::InvalidInput { .. })));
+    assert!(matches!(
+        req.finish(),
+        Err(VsphereError::InvalidInput { .. })
+    ));
 }
 
 #[test]
@@ -183,7 +197,9 @@ fn reconfigure_writes_fields_in_schema_order_and_checks_them() {
     };
     let body = reconfigure_request(&vm, &spec).unwrap().finish().unwrap();
     let root = crate::xml::parse(body.as_bytes(), &Limits::default()).unwrap();
-    let s = root.child("Body").unwrap().children[0].child("spec").unwrap();
+    let s = root.child("Body").unwrap().children[0]
+        .child("spec")
+        .unwrap();
     let order: Vec<&str> = s.children.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         order,
@@ -366,7 +382,9 @@ fn find_by_inventory_path_answers() {
         None
     );
     assert!(matches!(
-        parse(r#"<FindByInventoryPathResponse xmlns="urn:vim25"><returnval>group-4</returnval></FindByInventoryPathResponse>"#),
+        parse(
+            r#"<FindByInventoryPathResponse xmlns="urn:vim25"><returnval>group-4</returnval></FindByInventoryPathResponse>"#
+        ),
         Err(VsphereError::Malformed { .. })
     ));
 }

@@ -75,6 +75,21 @@ pub(crate) fn all_samples() -> Vec<(&'static str, &'static str)> {
         "29-stale-cookie-after-logout-notauthenticated.request.xml",
         "29-stale-cookie-after-logout-notauthenticated.response.xml",
         "vm-nics.response.xml",
+        "31-guestoperationsmanager-filemanager.response.xml",
+        "32-initiatefiletransfertoguest.request.xml",
+        "32-initiatefiletransfertoguest.response.xml",
+        "33-startprograminguest.request.xml",
+        "33-startprograminguest.response.xml",
+        "34-listprocessesinguest.request.xml",
+        "34-listprocessesinguest.response.xml",
+        "35-registerextension.request.xml",
+        "35-registerextension.response.xml",
+        "35b-registerextension-duplicate-invalidargument.response.xml",
+        "36-findextension.response.xml",
+        "36b-findextension-unknown-key.response.xml",
+        "37-unregisterextension.response.xml",
+        "37b-unregisterextension-notfound.response.xml",
+        "38-registerextension-methodnotfound.response.xml",
     ]
 }
 
@@ -89,7 +104,7 @@ fn is_malformed(r: Result<Element, VsphereError>) -> bool {
 #[test]
 fn every_sample_parses_into_a_soap_envelope() {
     let samples = all_samples();
-    assert_eq!(samples.len(), 67);
+    assert_eq!(samples.len(), 82);
     for (name, xml) in samples {
         let root = parse_str(xml).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(root.is(&Ns::SoapEnv, "Envelope"), "{name}");

@@ -4,8 +4,8 @@ use bytes::{Buf, Bytes};
 
 use crate::frames::*;
 use crate::{
-    WireError, BLOCK_SIZE, HEADER_LEN, MAGIC, MAX_EXTENT_BYTES, MAX_PAYLOAD, MAX_STR, TRAILER_LEN,
-    WIRE_VERSION,
+    WireError, BLOCK_SIZE, HEADER_LEN, MAGIC, MAX_BIOS_UUID, MAX_EXTENT_BYTES, MAX_PAYLOAD,
+    MAX_STR, TRAILER_LEN, WIRE_VERSION,
 };
 
 /// Appends one whole frame (header, payload, CRC) to `out`.
@@ -40,9 +40,14 @@ pub(crate) fn extent_prefix(e: &Extent) -> Vec<u8> {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // A longer string would not fit the field; cutting it (at a char boundary) keeps the frame
-    // valid. Only free text such as error messages can get that long in practice.
-    let mut end = s.len().min(MAX_STR);
+    put_str_max(out, s, MAX_STR);
+}
+
+/// A `str` of at most `max` bytes. A longer string would not fit the field; cutting it (at a char
+/// boundary) keeps the frame valid. Only free text such as error messages can get that long in
+/// practice; a cut BIOS UUID is no UUID any more and the appliance drops it.
+fn put_str_max(out: &mut Vec<u8>, s: &str, max: usize) {
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -60,6 +65,10 @@ fn encode_payload(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Register(r) => {
             put_str(out, &r.passphrase);
             put_str(out, &r.hostname);
+            // Absent rather than empty when unknown: the payload of an old agent, byte for byte.
+            if let Some(uuid) = &r.bios_uuid {
+                put_str_max(out, uuid, MAX_BIOS_UUID);
+            }
         }
         Frame::Registered(r) => {
             put_str(out, &r.agent_id);
@@ -230,11 +239,20 @@ impl Cursor {
     }
 
     fn str(&mut self) -> Result<String, WireError> {
+        self.str_max(MAX_STR, "string longer than 4096 bytes")
+    }
+
+    fn str_max(&mut self, max: usize, too_long: &'static str) -> Result<String, WireError> {
         let n = self.u16()? as usize;
-        if n > MAX_STR {
-            return Err(WireError::Malformed("string longer than 4096 bytes"));
+        if n > max {
+            return Err(WireError::Malformed(too_long));
         }
         self.utf8(n)
+    }
+
+    /// A trailing optional field: present exactly when payload bytes are left.
+    fn at_end(&self) -> bool {
+        !self.buf.has_remaining()
     }
 
     fn lstr(&mut self) -> Result<String, WireError> {
@@ -263,10 +281,21 @@ impl Cursor {
 pub(crate) fn decode_payload(frame_type: u8, payload: Bytes) -> Result<Frame, WireError> {
     let mut c = Cursor { buf: payload };
     let frame = match frame_type {
-        1 => Frame::Register(Register {
-            passphrase: c.str()?,
-            hostname: c.str()?,
-        }),
+        1 => {
+            let passphrase = c.str()?;
+            let hostname = c.str()?;
+            // Agents older than the field end the payload here.
+            let bios_uuid = if c.at_end() {
+                None
+            } else {
+                Some(c.str_max(MAX_BIOS_UUID, "BIOS UUID longer than 64 bytes")?)
+            };
+            Frame::Register(Register {
+                passphrase,
+                hostname,
+                bios_uuid,
+            })
+        }
         2 => Frame::Registered(Registered {
             agent_id: c.str()?,
             cert_pem: c.lstr()?,

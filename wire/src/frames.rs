@@ -64,6 +64,11 @@ pub(crate) fn is_known_type(t: u8) -> bool {
 pub struct Register {
     pub passphrase: String,
     pub hostname: String,
+    /// The machine's SMBIOS system UUID in the canonical 36-character form, so the appliance can
+    /// tell which discovered VM the agent runs in. `None` when the agent could not read it, and
+    /// always from agents older than the field (their payload ends after `hostname`). The wire
+    /// carries any text of at most [`crate::MAX_BIOS_UUID`] bytes; judging it is the receiver's job.
+    pub bios_uuid: Option<String>,
 }
 
 /// Appliance -> agent: the agent's identity and credentials for mutual TLS from now on.

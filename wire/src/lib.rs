@@ -18,7 +18,7 @@
 //!
 //! | type | frame        | payload |
 //! |------|--------------|---------|
-//! | 1    | Register     | passphrase str, hostname str |
+//! | 1    | Register     | passphrase str, hostname str, [bios_uuid str (at most 64 bytes)] |
 //! | 2    | Registered   | agent_id str, cert_pem lstr, key_pem lstr, ca_pem lstr |
 //! | 3    | Hello        | min_version u8, max_version u8, agent_id str, hostname str, disks vec<{disk_id str, size_bytes u64, label str}> |
 //! | 4    | Welcome      | version u8, window_bytes u32, resume vec<{disk_index u16, durable_seq u64}> |
@@ -32,7 +32,30 @@
 //!
 //! Sample: `Ack{disk_index: 1, durable_seq: 7}` encodes as
 //! `46 57 01 06 00 00 00 0a | 00 01 00 00 00 00 00 00 00 07 | crc32`; the tests pin the exact
-//! bytes of Hello, Extent, Ack, Bookmark and Error.
+//! bytes of Register (both layouts), Hello, Extent, Ack, Bookmark and Error.
+//!
+//! Register's `bios_uuid` is a trailing optional field. Register comes before Hello, so before any
+//! version is negotiated: the field was added without a version change, and its presence is told
+//! by the payload length alone.
+//!
+//! ```text
+//! Register payload
+//! offset   size  field
+//! 0        2     n = length of passphrase
+//! 2        n     passphrase (UTF-8, n <= 4096)
+//! 2+n      2     m = length of hostname
+//! 4+n      m     hostname (UTF-8, m <= 4096)
+//! ------ the payload of an agent without a BIOS UUID ends here ------
+//! 4+n+m    2     k = length of bios_uuid
+//! 6+n+m    k     bios_uuid (UTF-8, k <= 64); nothing may follow
+//! ```
+//!
+//! A payload that ends after `hostname` (an agent older than the field, or one that could not read
+//! the UUID) decodes as `bios_uuid: None`; `None` encodes as nothing, so every decoded frame
+//! re-encodes to the same bytes. The sender puts the canonical lower-case form
+//! (`42172e0b-9a4c-4c3f-8d2e-0123456789ab`); the wire checks only the length and UTF-8, the
+//! appliance checks that it is a UUID. Appliances older than the field refuse a Register that has
+//! it (trailing bytes) by closing the connection; the agent then registers once more without it.
 //!
 //! Decoding is strict: the header is validated (magic, version, known type, length limit) before
 //! anything is allocated, the CRC is checked before the payload is parsed, and a payload with bytes
@@ -59,6 +82,8 @@ pub const BLOCK_SIZE: u64 = 65536;
 pub const MAX_EXTENT_BYTES: usize = 1024 * 1024;
 /// Longest `str` field (u16-length strings).
 pub const MAX_STR: usize = 4096;
+/// Longest `Register.bios_uuid` (the canonical form is 36 bytes; the slack costs nothing).
+pub const MAX_BIOS_UUID: usize = 64;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 8;
 /// Bytes after the payload (the CRC).

@@ -9,6 +9,12 @@ pub fn samples() -> Vec<Frame> {
         Frame::Register(Register {
             passphrase: "correct horse".into(),
             hostname: "web-01".into(),
+            bios_uuid: None,
+        }),
+        Frame::Register(Register {
+            passphrase: "correct horse".into(),
+            hostname: "web-02".into(),
+            bios_uuid: Some("42172e0b-9a4c-4c3f-8d2e-0123456789ab".into()),
         }),
         Frame::Registered(Registered {
             agent_id: "agent-7".into(),

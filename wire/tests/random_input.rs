@@ -24,6 +24,12 @@ fn valid_frames() -> Vec<Vec<u8>> {
         Frame::Register(Register {
             passphrase: "pw".into(),
             hostname: "h".into(),
+            bios_uuid: None,
+        }),
+        Frame::Register(Register {
+            passphrase: "pw".into(),
+            hostname: "h".into(),
+            bios_uuid: Some("42172e0b-9a4c-4c3f-8d2e-0123456789ab".into()),
         }),
         Frame::Registered(Registered {
             agent_id: "a".into(),

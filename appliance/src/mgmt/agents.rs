@@ -18,6 +18,9 @@ pub struct AgentView {
     pub last_seen: Option<String>,
     /// A replication session is open right now.
     pub connected: bool,
+    /// The BIOS UUID the agent reported (matches the VM's `config.uuid` in vCenter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bios_uuid: Option<String>,
 }
 
 /// A new registration passphrase (shown once).
@@ -43,6 +46,7 @@ impl Core {
                 registered_at: r.registered_at,
                 revoked: r.revoked,
                 last_seen: r.last_seen,
+                bios_uuid: r.bios_uuid,
             })
             .collect();
         page.apply(all)
@@ -63,6 +67,7 @@ impl Core {
             revoked: record.revoked,
             last_seen: record.last_seen,
             connected,
+            bios_uuid: record.bios_uuid,
         })
     }
 

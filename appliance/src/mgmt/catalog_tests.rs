@@ -48,6 +48,7 @@ fn agent(state: &State, id: &str, hostname: &str, revoked: bool) {
         registered_at: now_rfc3339(),
         revoked,
         last_seen: None,
+        bios_uuid: None,
     };
     state.put_agent(id, &record).unwrap();
 }

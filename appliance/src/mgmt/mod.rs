@@ -92,6 +92,8 @@ pub struct Core {
     pub setup: setup::Setup,
     pub catalog: catalog::Catalog,
     pub restores: restore_jobs::RestoreJobs,
+    /// Push installs of the mobility agent into guests over SSH.
+    pub push_jobs: push_jobs::PushJobs,
     pub vcenters: vcenters::Vcenters,
     pub started: Instant,
     running: Arc<RwLock<Option<Running>>>,
@@ -109,6 +111,10 @@ impl Core {
         let setup = setup::Setup::new(cfg.clone(), state.clone(), tls.clone(), auth.clone())?;
         let catalog = catalog::Catalog::new(state.clone())?;
         let restores = restore_jobs::RestoreJobs::new(cfg.clone(), state.clone());
+        let mut push_settings =
+            push_jobs::PushSettings::new(cfg.agents_dir.clone(), tls.ca_fingerprint());
+        push_settings.appliance_addr = Some(cfg.agent_data_address.clone());
+        let push_jobs = push_jobs::PushJobs::new(state.clone(), push_settings);
         let vcenters = vcenters::Vcenters::new(
             state.clone(),
             cfg.data_dir.clone(),
@@ -122,6 +128,7 @@ impl Core {
             setup,
             catalog,
             restores,
+            push_jobs,
             vcenters,
             started: Instant::now(),
             running: Arc::new(RwLock::new(None)),

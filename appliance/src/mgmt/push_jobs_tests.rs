@@ -84,7 +84,7 @@ fn executor(fake: Arc<Fake>) -> Executor {
                     let token = token.ok_or_else(|| PushError::Invalid("no token".into()))?;
                     let creds = fake
                         .registry
-                        .register(&token, "guest")
+                        .register(&token, "guest", None)
                         .map_err(|e| PushError::Invalid(e.to_string()))?;
                     Ok(outcome(Some(creds.agent_id)))
                 }
@@ -297,7 +297,7 @@ async fn retryable_errors_give_up_after_three_attempts_and_withdraw_the_token() 
     assert!(record.revoked);
     let token = f.fake.seen.lock().unwrap()[0].token.clone().unwrap();
     assert!(matches!(
-        f.registry.register(&token, "late"),
+        f.registry.register(&token, "late", None),
         Err(Refusal::BadPassphrase)
     ));
     assert_eq!(audited(&f.state, "push_job_failed"), 1);
@@ -351,7 +351,7 @@ async fn an_agent_that_never_registers_fails_the_job_in_time() {
     let token = f.fake.seen.lock().unwrap()[0].token.clone().unwrap();
     assert!(
         matches!(
-            f.registry.register(&token, "late"),
+            f.registry.register(&token, "late", None),
             Err(Refusal::BadPassphrase)
         ),
         "the token is withdrawn"

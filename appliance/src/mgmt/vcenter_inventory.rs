@@ -164,8 +164,8 @@ fn uuid_swapped(hex: &str) -> String {
     )
 }
 
-/// What discovery needs of an agent registration. Today's agents report no BIOS UUID; a registration
-/// that carries one (`bios_uuid`) is matched.
+/// What discovery needs of an agent registration: the BIOS UUID the agent read from its firmware
+/// (`mobility register` sends it; agents registered before it did have none and match nothing).
 #[derive(Deserialize)]
 struct AgentIdentity {
     #[serde(default)]

@@ -136,6 +136,7 @@ pub fn plan(machines: usize, now_ms: u64, seed: u64) -> Demo {
                 registered_at: rfc3339_of_ms(registered_ms),
                 revoked,
                 last_seen: times.last().map(|t| rfc3339_of_ms(*t)),
+                bios_uuid: None,
             },
         );
         history.insert(

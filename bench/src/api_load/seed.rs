@@ -135,6 +135,7 @@ pub fn plan(machines: usize, now_ms: u64, seed: u64) -> Plan {
                     registered_at: rfc3339_of_ms(registered_ms),
                     revoked,
                     last_seen: Some(rfc3339_of_ms(now_ms.saturating_sub(newest_age_ms))),
+                    bios_uuid: None,
                 },
             );
         }

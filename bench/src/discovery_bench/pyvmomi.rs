@@ -43,14 +43,18 @@ def retrieve(content):
 inv.retrieve = retrieve
 code = inv.main(sys.argv[2:])
 if code == 0 and last[0] is not None:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        pyvmomi_version = version("pyvmomi")
+    except PackageNotFoundError:
+        pyvmomi_version = "(version unknown)"
     objects = last[0]
     info = {
         "requested": list(inv.PROPS),
         "script": script_props,
         "returned": sorted({p.name for oc in objects for p in (oc.propSet or [])}),
         "missing": sorted({m.path for oc in objects for m in (oc.missingSet or [])}),
-        "pyvmomi": version("pyvmomi"),
+        "pyvmomi": pyvmomi_version,
         "python": sys.version.split()[0],
     }
     sys.stderr.write("discovery_bench properties: " + json.dumps(info) + "\n")
@@ -307,6 +311,77 @@ mod tests {
     fn the_wrapper_speaks_the_same_names() {
         assert!(WRAPPER.contains(&format!("os.environ[\"{PROPS_ENV}\"]")));
         assert!(WRAPPER.contains(&format!("\"{PROPS_LINE}\" + json.dumps")));
+    }
+
+    /// A stand-in for `pyvmomi_inventory.py` with the same names (`PROPS`, `retrieve`, `main`):
+    /// it answers with the properties it was asked for, except `gone`, which is missing.
+    const FAKE_SCRIPT: &str = r#"import json, sys
+PROPS = ["name", "config.uuid"]
+class Prop:
+    def __init__(self, name): self.name = name
+class Missing:
+    def __init__(self, path): self.path = path
+class Object:
+    def __init__(self):
+        self.propSet = [Prop(p) for p in PROPS if p != "gone"]
+        self.missingSet = [Missing(p) for p in PROPS if p == "gone"]
+def retrieve(content):
+    return [Object(), Object()]
+def main(argv):
+    if "--user" in argv and argv[argv.index("--user") + 1] == "refused":
+        print("pyvmomi_inventory: InvalidLogin: no", file=sys.stderr)
+        return 3
+    objects = retrieve(None)
+    vms = [{"moref": "vm-%d" % i, "name": "n%d" % i, "bios_uuid": "u%d" % i} for i in range(len(objects))]
+    json.dump({"count": 2, "vms": vms, "retrieval_seconds": 0.25}, sys.stdout)
+    return 0
+"#;
+
+    fn fake_runner(dir: &Path, user: &str) -> Runner {
+        std::fs::write(dir.join("pyvmomi_inventory.py"), FAKE_SCRIPT).unwrap();
+        Runner {
+            python: PathBuf::from("python3"),
+            scripts: dir.to_path_buf(),
+            port: 1,
+            username: user.into(),
+            password: "p".into(),
+            thumbprint: "00".into(),
+            properties: vec!["name".into(), "gone".into(), "datastore".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wrapper_replaces_the_scripts_properties() {
+        let dir = tempfile::tempdir().unwrap();
+        let round = fake_runner(dir.path(), "u").round().await.unwrap();
+        assert_eq!(round.retrieval, Duration::from_millis(250));
+        assert_eq!(round.vms.len(), 2);
+        assert_eq!(round.properties.requested, ["name", "gone", "datastore"]);
+        assert_eq!(
+            round.properties.returned.iter().collect::<Vec<_>>(),
+            ["datastore", "name"]
+        );
+        assert_eq!(
+            round.properties.missing.iter().collect::<Vec<_>>(),
+            ["gone"]
+        );
+        assert_eq!(round.script_properties, ["name", "config.uuid"]);
+        assert!(round.versions.starts_with("pyvmomi "), "{}", round.versions);
+        assert!(round.peak_rss_kib.is_some_and(|k| k > 0));
+        assert!(!dir.path().join("__pycache__").exists());
+    }
+
+    #[tokio::test]
+    async fn a_failing_script_is_an_error_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = fake_runner(dir.path(), "refused")
+            .round()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("InvalidLogin"), "{e:#}");
+        let mut missing = fake_runner(dir.path(), "u");
+        missing.python = dir.path().join("no-python");
+        assert!(missing.round().await.is_err());
     }
 
     #[test]

@@ -44,15 +44,18 @@ impl Vcsim {
             .args(["-username", username, "-password-file"])
             .arg(&password_file)
             .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
             .output()
             .with_context(|| format!("run {}", script.display()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             bail!(
-                "scripts/vcsim.sh start failed ({}; scripts/install-test-deps.sh installs what it needs)",
-                out.status
+                "scripts/vcsim.sh start failed ({}; scripts/install-test-deps.sh installs what it \
+                 needs):\n{}",
+                out.status,
+                excerpt(&stderr)
             );
         }
+        eprint!("{stderr}");
         // From here on it runs: a parse error below still stops it (on drop).
         let mut vcsim = Vcsim {
             url: String::new(),
@@ -117,6 +120,20 @@ impl Drop for Vcsim {
     }
 }
 
+/// The first and last lines of a long text (Go prints the reason first, then its usage).
+fn excerpt(text: &str) -> String {
+    const EACH: usize = 8;
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= 2 * EACH {
+        return lines.join("\n");
+    }
+    format!(
+        "{}\n...\n{}",
+        lines[..EACH].join("\n"),
+        lines[lines.len() - EACH..].join("\n")
+    )
+}
+
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -151,6 +168,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn long_errors_keep_both_ends() {
+        let text: Vec<String> = (0..40).map(|i| format!("line {i}")).collect();
+        let short = excerpt(&text.join("\n"));
+        assert!(short.starts_with("line 0\n") && short.ends_with("line 39"));
+        assert!(short.contains("...") && !short.contains("line 20"));
+        assert_eq!(excerpt("a\nb"), "a\nb");
+        assert_eq!(excerpt(""), "");
+    }
+
+    #[test]
     fn a_failing_start_leaves_nothing_running() {
         let work = tempfile::tempdir().unwrap();
         // A flag the launcher refuses: the script fails and its own cleanup stops what it started.
@@ -162,7 +189,12 @@ mod tests {
             "p",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("vcsim.sh start failed"), "{err:#}");
+        let text = err.to_string();
+        assert!(text.contains("vcsim.sh start failed"), "{err:#}");
+        assert!(
+            text.contains("no-such-flag"),
+            "the script's reason is shown: {err:#}"
+        );
         let pid = std::fs::read_to_string(work.path().join("vcsim/vcsim.pid")).unwrap_or_default();
         if let Ok(pid) = pid.trim().parse::<u32>() {
             assert!(!process_alive(pid), "vcsim {pid} left running");

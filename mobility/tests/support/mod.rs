@@ -3,7 +3,8 @@
 //! rcgen-made CA and server certificate (SAN "ferry-appliance"), issues client certificates on
 //! Register, keeps every disk image in memory, treats each applied extent as durable at once and
 //! acknowledges it, and answers a Bookmark with PointDurable. It can be told to drop a connection
-//! mid-sync (after N applied extents, receiving one more that it does not apply).
+//! mid-sync (after N applied extents, receiving one more that it does not apply), and to hang up on a
+//! Register carrying a BIOS UUID, as appliances older than that field do.
 
 #![allow(dead_code)]
 
@@ -42,12 +43,21 @@ pub struct Image {
 
 #[derive(Debug, Default)]
 pub struct Shared {
+    /// TCP connections accepted, of any kind.
+    pub accepted: usize,
     pub connections: usize,
     pub images: HashMap<String, Image>,
     pub received: Vec<Received>,
     pub bookmarks: Vec<Bookmark>,
     pub hellos: Vec<Hello>,
     pub registered: Vec<String>,
+    /// The BIOS UUID of each registration, in the order of `registered`.
+    pub bios_uuids: Vec<Option<String>>,
+    /// Act like an appliance older than `Register.bios_uuid`: hang up, without answering, on a
+    /// Register that carries one (its decoder refuses the trailing bytes).
+    pub predates_bios_uuid: bool,
+    /// Registers hung up on that way.
+    pub hung_up_registers: usize,
     /// Drop the next data connection after this many applied extents (then cleared).
     pub drop_after_extents: Option<usize>,
     pub revoked: bool,
@@ -147,6 +157,7 @@ impl StandInAppliance {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                s2.lock().unwrap().accepted += 1;
                 let acceptor = acceptor.clone();
                 let shared = s2.clone();
                 let pki = pki.clone();
@@ -198,6 +209,13 @@ async fn serve(
     };
     let hello = match first {
         Frame::Register(r) => {
+            if r.bios_uuid.is_some() {
+                let mut s = shared.lock().unwrap();
+                if s.predates_bios_uuid {
+                    s.hung_up_registers += 1;
+                    return;
+                }
+            }
             if r.passphrase != passphrase {
                 let _ = send(
                     &mut tls,
@@ -212,6 +230,7 @@ async fn serve(
             let agent_id = {
                 let mut s = shared.lock().unwrap();
                 s.registered.push(r.hostname.clone());
+                s.bios_uuids.push(r.bios_uuid.clone());
                 format!("agent-{}", s.registered.len())
             };
             let (cert_pem, key_pem) =

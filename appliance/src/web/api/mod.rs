@@ -2,6 +2,7 @@
 
 mod agents;
 mod machines;
+mod push;
 mod restores;
 mod session;
 mod setup;
@@ -23,8 +24,8 @@ use crate::web::error::{error_response, ErrorBody};
     info(
         title = "Ferry appliance API",
         description = "Management API of the Ferry disaster-recovery appliance: first-boot setup, \
-            users and tokens, agents, protected machines, recovery points, restores, settings and \
-            audit. Errors are always {\"code\", \"message\"}; lists take limit/offset."
+            users and tokens, agents, push installs of agents, protected machines, recovery points, \
+            restores, settings and audit. Errors are always {\"code\", \"message\"}; lists take limit/offset."
     ),
     paths(
         setup::status, setup::submit, setup::vault_test,
@@ -37,6 +38,7 @@ use crate::web::error::{error_response, ErrorBody};
         users::tokens, users::create_token, users::revoke_token,
         vcenters::list, vcenters::add, vcenters::get, vcenters::update, vcenters::remove,
         vcenters::vms, vcenters::vm,
+        push::start, push::list, push::get, push::cancel, push::forget_host_key,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &CommonErrors),
@@ -50,6 +52,7 @@ use crate::web::error::{error_response, ErrorBody};
         (name = "restores", description = "Restore jobs"),
         (name = "users", description = "Users and API tokens"),
         (name = "vcenters", description = "vCenters and their discovered VMs"),
+        (name = "push", description = "Push installs of the mobility agent over SSH"),
     )
 )]
 pub struct ApiDoc;
@@ -196,6 +199,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/vcenters/{id}", web::delete().to(vcenters::remove))
                 .route("/vcenters/{id}/vms", web::get().to(vcenters::vms))
                 .route("/vcenters/{id}/vms/{moref}", web::get().to(vcenters::vm))
+                .route("/push-jobs", web::post().to(push::start))
+                .route("/push-jobs", web::get().to(push::list))
+                .route("/push-jobs/{id}", web::get().to(push::get))
+                .route("/push-jobs/{id}/cancel", web::post().to(push::cancel))
+                .route(
+                    "/push-host-keys/{host}/{port}",
+                    web::delete().to(push::forget_host_key),
+                )
                 .default_service(web::to(unknown)),
         );
 }

@@ -311,6 +311,7 @@ fn protected_machine(core: &Core, id: &str, name: &str) -> PointView {
         registered_at: now_rfc3339(),
         revoked: false,
         last_seen: None,
+        bios_uuid: None,
     };
     core.state.put_agent(id, &record).unwrap();
     core.catalog
