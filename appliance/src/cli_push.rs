@@ -43,7 +43,12 @@ pub struct PushArgs {
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// File holding the passphrase of an encrypted private key
-    #[arg(long, value_name = "FILE", requires = "key_file")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key_file",
+        conflicts_with = "password_file"
+    )]
     pub key_passphrase_file: Option<PathBuf>,
     /// File holding the SSH password (one trailing newline is ignored)
     #[arg(long, value_name = "FILE")]
