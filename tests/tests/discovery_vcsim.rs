@@ -1,10 +1,11 @@
-//! Discovery end to end: a real appliance (set up unattended) follows a real vcsim through the API and
-//! the CLI. The discovered inventory of 1,000 VMs must equal what pyvmomi reports for the same vcsim,
-//! VM by VM; a rename, a power-off and a new VM made with pyvmomi (`scripts/pyvmomi_change.py`) must
-//! reach `GET /api/v1/vcenters/{id}/vms` within 10 s; a wrong password, a wrong thumbprint and an
-//! unreachable URL are refused when the vCenter is added; vcsim stopping marks the vCenter unhealthy,
-//! and discovery recovers when vcsim is back, after a password rotation (fixed by PATCHing the
-//! password) and after a certificate change (fixed by PATCHing the thumbprint it presents).
+//! Discovery end to end: a real appliance (set up unattended) follows a real vcsim through the
+//! API and the CLI. The discovered inventory of 1,000 VMs must equal what pyvmomi reports for the
+//! same vcsim, VM by VM; a rename, a power-off and a new VM made with pyvmomi
+//! (`scripts/pyvmomi_change.py`) must reach `GET /api/v1/vcenters/{id}/vms` within 10 s; a wrong
+//! password, a wrong thumbprint and an unreachable URL are refused when the vCenter is added; vcsim
+//! stopping marks the vCenter unhealthy, and discovery recovers when vcsim is back, after a
+//! password rotation (fixed by PATCHing the password) and after a certificate change (fixed by
+//! PATCHing the thumbprint it presents).
 //!
 //! vcsim is restarted on the port it had before (`-l`), because the vCenter's URL cannot be changed
 //! through the API. Timings are printed (run with --nocapture).
@@ -157,8 +158,8 @@ impl Api {
     }
 }
 
-/// Polls `check` every 100 ms until it gives a value or `limit` passes; panics with the last state it
-/// described. Returns the value and how long it took.
+/// Polls `check` every 100 ms until it gives a value or `limit` passes; panics with the last state
+/// it described. Returns the value and how long it took.
 fn poll<T>(
     limit: Duration,
     what: &str,
@@ -478,7 +479,8 @@ impl Drop for PinnedVcsim {
     }
 }
 
-/// Waits until the vCenter is unhealthy, with an error, in a way `matches` accepts; prints the wait.
+/// Waits until the vCenter is unhealthy, with an error, in a way `matches` accepts; prints the
+/// wait.
 fn until_unhealthy(
     api: &Api,
     id: &str,
@@ -591,8 +593,8 @@ fn bad_logins_an_outage_a_rotation_and_a_new_certificate() {
     assert_eq!(add(PASSWORD, &real, &sim.url).status, 409, "added twice");
 
     // vcsim stops: unhealthy within 15 s, and the inventory is kept meanwhile. `sim.stop` returns
-    // once the process is gone (vcsim may take up to 10 s of it, SIGKILL included, while Ferry's long
-    // poll is open): the 15 s count from there.
+    // once the process is gone (vcsim may take up to 10 s of it, SIGKILL included, while Ferry's
+    // long poll is open): the 15 s count from there.
     let port = sim.port;
     let (cert, key) = (t.path().join("vcsim.crt"), t.path().join("vcsim.key"));
     std::fs::copy(&sim.cert, &cert).unwrap();

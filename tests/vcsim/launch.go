@@ -275,6 +275,8 @@ func main() {
 		log.Printf("%v: stopping", sig)
 	}
 
+	// Long polls (a client's WaitForUpdatesEx) would hold Close for their whole wait.
+	server.CloseClientConnections()
 	server.Close()
 	model.Remove()
 	if *pidFile != "" {
