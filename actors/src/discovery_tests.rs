@@ -491,3 +491,112 @@ fn failures_say_whether_an_operator_must_act() {
     let target = target("vc1", "secret-password", PINNED);
     assert!(!format!("{target:?}").contains("secret-password"));
 }
+
+/// `err` after 12.4 s, as an operator reads it for the vCenter at `vc:443` (written `@` in `want`).
+#[track_caller]
+fn reads(err: VsphereError, want: &str) {
+    let from = format!("{err:?}");
+    let got = real::failure(err, "vc:443", "listing", Duration::from_millis(12_400));
+    let want = format!("{}; retrying", want.replace('@', "vc:443"));
+    assert_eq!(got, Failure::other(want), "from {from}");
+}
+
+#[test]
+fn transport_failures_read_short_and_plain() {
+    let transport = |reason: &str| VsphereError::Transport {
+        reason: reason.into(),
+    };
+    // What the HTTP stack says (as the client passes it on), and what the operator reads.
+    let closed = "the vCenter at @ closed the connection";
+    reads(
+        transport("error sending request for url (https://vc:443/sdk): client error (Connect): tcp connect error: Connection refused (os error 111)"),
+        "the vCenter at @ does not answer (connection refused)",
+    );
+    reads(transport("error sending request for url (https://vc:443/sdk): client error (SendRequest): peer closed connection without sending TLS close_notify: https://docs.rs/rustls/latest/"), closed);
+    let early = transport("connection closed before message completed");
+    reads(early, closed);
+    reads(transport("Connection reset by peer (os error 104)"), closed);
+    reads(
+        transport("dns error: failed to lookup address information: Name or service not known"),
+        "the name of the vCenter at @ cannot be resolved (DNS)",
+    );
+    reads(
+        transport("tcp connect error: No route to host (os error 113)"),
+        "the vCenter at @ cannot be reached (no route to it)",
+    );
+    let timed_out = "the vCenter at @ timed out after 12 s";
+    reads(transport("Connection timed out (os error 110)"), timed_out);
+    reads(VsphereError::Timeout, timed_out);
+    // Words nobody expects, or none at all: still short, still no stack text.
+    let failed = "the connection to the vCenter at @ failed";
+    reads(transport("something odd: https://docs.rs/x"), failed);
+    reads(transport(""), failed);
+    let tls = VsphereError::Tls {
+        reason: "received fatal alert: HandshakeFailure".into(),
+    };
+    reads(tls, "the TLS handshake with the vCenter at @ failed");
+    let http = VsphereError::Http { status: 503 };
+    reads(http, "the vCenter at @ answered with HTTP status 503");
+    let garbled = VsphereError::Malformed {
+        reason: "unexpected end of XML".into(),
+    };
+    let unreadable = "the vCenter at @ sent an answer that cannot be read";
+    reads(garbled, unreadable);
+    // A very short wait still reads as a wait.
+    let quick = real::failure(VsphereError::Timeout, "h", "x", Duration::from_millis(80));
+    assert!(quick.to_string().contains("after 1 s"), "{quick}");
+    // A rejected login and a certificate mismatch keep their own words.
+    let mismatch = || VsphereError::CertificateMismatch {
+        expected: "A".into(),
+        presented_sha256: "B".into(),
+        presented_sha1: "C".into(),
+    };
+    let login = real::failure(VsphereError::InvalidLogin, "h", "x", Duration::ZERO);
+    assert_eq!(login, Failure::from(VsphereError::InvalidLogin));
+    let pinned = real::failure(mismatch(), "h", "x", Duration::ZERO);
+    assert_eq!(pinned, Failure::from(mismatch()));
+}
+
+#[test]
+fn the_host_in_messages_never_carries_a_credential() {
+    use real::host_of;
+    assert_eq!(host_of("https://vc.example:8443/sdk"), "vc.example:8443");
+    assert_eq!(host_of("https://user:secret@vc/sdk?x#y"), "vc");
+    assert_eq!(host_of("vc.example/sdk"), "vc.example");
+    assert_eq!(host_of("https:///sdk"), "(no host)");
+    assert_eq!(host_of(""), "(no host)");
+}
+
+/// What the real client's failure to connect to 127.0.0.1:`port` reads as, less that address.
+async fn connect_failure(port: u16) -> String {
+    let mut target = target("vc1", GOOD, &"AB".repeat(32));
+    target.url = format!("https://127.0.0.1:{port}/sdk");
+    match VsphereConnector::default().connect(&target).await {
+        Ok(_) => panic!("a session with 127.0.0.1:{port}"),
+        Err(failure) => failure
+            .to_string()
+            .replace(&format!("127.0.0.1:{port}"), "@"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_refused_or_dropped_connection_reads_short() {
+    // A port nobody listens on: bound, its number taken, released.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+    let port = free.expect("a free port").port();
+    let want = "the vCenter at @ does not answer (connection refused); retrying";
+    assert_eq!(connect_failure(port).await, want);
+    // A server that accepts and hangs up at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let got = connect_failure(port).await;
+    server.abort();
+    assert_eq!(got, "the vCenter at @ closed the connection; retrying");
+}
