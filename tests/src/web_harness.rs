@@ -303,19 +303,8 @@ impl WebAppliance {
         if let Some(c) = self.tls.get() {
             return Ok(c.clone());
         }
-        let pem = std::fs::read(self.ca_path())
-            .with_context(|| format!("read {}", self.ca_path().display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            roots.add(cert.context("parse the appliance CA")?)?;
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(self.tls.get_or_init(|| Arc::new(config)).clone())
+        let config = client_config_for(&self.ca_path())?;
+        Ok(self.tls.get_or_init(|| config).clone())
     }
 
     /// One request over a fresh TLS connection that verifies the server against the appliance CA.
@@ -328,39 +317,14 @@ impl WebAppliance {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response> {
-        let config = self.client_config()?;
-        let name = ServerName::try_from("127.0.0.1")?.to_owned();
-        let conn = rustls::ClientConnection::new(config, name)?;
-        let sock = TcpStream::connect(("127.0.0.1", self.mgmt_port))?;
-        sock.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-        sock.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-        let mut tls = rustls::StreamOwned::new(conn, sock);
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
-            self.mgmt_port
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(b) = body {
-            head.push_str(&format!("Content-Length: {}\r\n", b.len()));
-        } else if matches!(method, "POST" | "PUT" | "PATCH") {
-            head.push_str("Content-Length: 0\r\n");
-        }
-        head.push_str("\r\n");
-        let mut out = head.into_bytes();
-        out.extend_from_slice(body.unwrap_or_default());
-        // A server may answer (413) and close before it read the whole body: still read its answer.
-        let write_err = tls.write_all(&out).and_then(|()| tls.flush()).err();
-        let mut raw = Vec::new();
-        let read_err = read_until_close(&mut tls, &mut raw);
-        match parse_response(&raw) {
-            Some(r) => Ok(r),
-            None => bail!(
-                "{method} {path}: no complete answer ({} bytes; write: {write_err:?}; read: {read_err:?})",
-                raw.len()
-            ),
-        }
+        https_request(
+            self.client_config()?,
+            self.mgmt_port,
+            method,
+            path,
+            headers,
+            body,
+        )
     }
 
     pub fn get(&self, path: &str, token: Option<&str>) -> Result<Response> {
@@ -483,4 +447,90 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A TLS client trusting only the CA in `ca_pem` (the appliance's `<data dir>/tls/ca.pem`).
+pub fn client_config_for(ca_pem: &std::path::Path) -> Result<Arc<rustls::ClientConfig>> {
+    let pem = std::fs::read(ca_pem).with_context(|| format!("read {}", ca_pem.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.context("parse the appliance CA")?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// One HTTP/1.1 request to the management listener on 127.0.0.1:`port` over a fresh TLS connection.
+/// `headers` are sent as given; an error means no complete answer came (refused, dropped, timed out).
+pub fn https_request(
+    config: Arc<rustls::ClientConfig>,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response> {
+    let name = ServerName::try_from("127.0.0.1")?.to_owned();
+    let conn = rustls::ClientConnection::new(config, name)?;
+    let sock = TcpStream::connect(("127.0.0.1", port))?;
+    sock.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    sock.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    } else if matches!(method, "POST" | "PUT" | "PATCH") {
+        head.push_str("Content-Length: 0\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body.unwrap_or_default());
+    // A server may answer (413) and close before it read the whole body: still read its answer.
+    let write_err = tls.write_all(&out).and_then(|()| tls.flush()).err();
+    let mut raw = Vec::new();
+    let read_err = read_until_close(&mut tls, &mut raw);
+    match parse_response(&raw) {
+        Some(r) => Ok(r),
+        None => bail!(
+            "{method} {path}: no complete answer ({} bytes; write: {write_err:?}; read: {read_err:?})",
+            raw.len()
+        ),
+    }
+}
+
+/// [`https_request`] to an appliance of the main harness, with an optional bearer token and JSON body.
+pub fn appliance_https(
+    app: &crate::Appliance,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Result<Response> {
+    let config = client_config_for(&app.data_dir.join("tls").join("ca.pem"))?;
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = auth.as_deref() {
+        headers.push(("Authorization", a));
+    }
+    let payload = body.map(|b| b.to_string());
+    if payload.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    https_request(
+        config,
+        app.management_port,
+        method,
+        path,
+        &headers,
+        payload.as_deref().map(str::as_bytes),
+    )
 }

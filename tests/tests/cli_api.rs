@@ -2,23 +2,15 @@
 //! daemon and straight from the vault, which must agree), `token create`, `agents list|revoke`, the
 //! `/metrics` page, and what still works once the daemon is stopped.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use ferry_tests::{Agent, Appliance};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-// The web harness's HTTP/1.1 answer parser; its client is tied to `WebAppliance`, which sets itself up
-// through the API, while this test needs the harness's unattended `Appliance`.
-#[allow(dead_code)]
-#[path = "../src/web_harness_http.rs"]
-mod http;
+use ferry_tests::web_harness as http;
 
 /// 24 MiB: several extents and packs, small enough for a quick run.
 const DISK_BYTES: u64 = 24 << 20;
@@ -64,40 +56,7 @@ fn json_cli(app: &Appliance, args: &[&str]) -> Value {
 
 /// One GET over a fresh TLS connection that trusts only the appliance's CA.
 fn https_get(app: &Appliance, path: &str, token: Option<&str>) -> Result<http::Response> {
-    let pem = std::fs::read(app.data_dir.join("tls").join("ca.pem"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.context("parse the appliance CA")?)?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(
-        Arc::new(config),
-        ServerName::try_from("127.0.0.1")?.to_owned(),
-    )?;
-    let sock = TcpStream::connect(("127.0.0.1", app.management_port))?;
-    sock.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    let mut head = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
-        app.management_port
-    );
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    head.push_str("\r\n");
-    tls.write_all(head.as_bytes())?;
-    tls.flush()?;
-    let mut raw = Vec::new();
-    let read_err = http::read_until_close(&mut tls, &mut raw);
-    match http::parse_response(&raw) {
-        Some(r) => Ok(r),
-        None => bail!("GET {path}: no complete answer (read: {read_err:?})"),
-    }
+    ferry_tests::web_harness::appliance_https(app, "GET", path, token, None)
 }
 
 /// Polls `machines list --json` until the machine's last point is `point` (the catalog records points

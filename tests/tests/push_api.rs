@@ -6,23 +6,14 @@
 //! `authentication_failed`, a viewer may read jobs but not start them, a finished job cannot be
 //! cancelled, a recorded host key can be forgotten once, and the private key appears nowhere.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use ferry_tests::sshd::{self, Sshd};
 use ferry_tests::{assert_point_restores, bin, Appliance};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-// The web harness's HTTP/1.1 answer parser (its client is tied to `WebAppliance`, which sets itself up
-// through the API, while this test needs the harness's unattended `Appliance`).
-#[allow(dead_code)]
-#[path = "../src/web_harness_http.rs"]
-mod http;
+use ferry_tests::web_harness as http;
 
 /// 16 MiB of seeded pseudo-random data with zero runs (the agent skips those), like a small disk.
 fn seeded_image(path: &Path) {
@@ -61,48 +52,7 @@ fn https(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> Result<http::Response> {
-    let pem = std::fs::read(app.data_dir.join("tls").join("ca.pem"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.context("parse the appliance CA")?)?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(
-        Arc::new(config),
-        ServerName::try_from("127.0.0.1")?.to_owned(),
-    )?;
-    let sock = TcpStream::connect(("127.0.0.1", app.management_port))?;
-    sock.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
-        app.management_port
-    );
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    if body.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            payload.len()
-        ));
-    }
-    head.push_str("\r\n");
-    tls.write_all(head.as_bytes())?;
-    tls.write_all(payload.as_bytes())?;
-    tls.flush()?;
-    let mut raw = Vec::new();
-    let read_err = http::read_until_close(&mut tls, &mut raw);
-    match http::parse_response(&raw) {
-        Some(r) => Ok(r),
-        None => bail!("{method} {path}: no complete answer (read: {read_err:?})"),
-    }
+    ferry_tests::web_harness::appliance_https(app, method, path, token, body)
 }
 
 fn call(
