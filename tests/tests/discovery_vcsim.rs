@@ -16,12 +16,6 @@ use serde_json::{json, Value};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-// The harness's HTTP/1.1 answer parser (its client is tied to `WebAppliance`, which sets itself up
-// through the API; these tests use the unattended `Appliance`).
-#[allow(dead_code)]
-#[path = "../src/web_harness_http.rs"]
-mod http;
-
 // The HTTPS client, the inventory comparison and the polling helpers, kept apart so this file holds
 // the tests themselves.
 #[path = "discovery_vcsim/support.rs"]

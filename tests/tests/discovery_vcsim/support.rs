@@ -3,20 +3,15 @@
 
 use ferry_tests::root;
 use ferry_tests::vcsim::{parse_env, Vcsim};
-use ferry_tests::web_harness::venv_dir;
+use ferry_tests::web_harness::{client_config_for, https_request, venv_dir, Response};
 use ferry_tests::Appliance;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::http;
 use crate::{SMALL, SMALL_VMS, USER};
 
 /// The API's largest page.
@@ -31,65 +26,34 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(app: &Appliance) -> Api {
-        let pem = std::fs::read(app.data_dir.join("tls").join("ca.pem")).expect("appliance CA");
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            roots.add(cert.expect("parse the CA")).expect("add the CA");
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         Api {
             port: app.management_port,
-            tls: Arc::new(tls),
+            tls: client_config_for(&app.data_dir.join("tls").join("ca.pem")).expect("appliance CA"),
             token: app
                 .admin_token()
                 .expect("admin token after unattended setup"),
         }
     }
 
-    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&Value>) -> http::Response {
-        let what = format!("{method} {path}");
-        let conn = rustls::ClientConnection::new(
-            self.tls.clone(),
-            ServerName::try_from("127.0.0.1")
-                .expect("IP name")
-                .to_owned(),
-        )
-        .expect("TLS client");
-        let sock = TcpStream::connect(("127.0.0.1", self.port))
-            .unwrap_or_else(|e| panic!("{what}: connect: {e}"));
-        sock.set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
-        let mut tls = rustls::StreamOwned::new(conn, sock);
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
-             Authorization: Bearer {}\r\n",
-            self.port, self.token
-        );
-        if !body.is_empty() {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
+    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
+        let auth = format!("Bearer {}", self.token);
+        let mut headers = vec![("Authorization", auth.as_str())];
+        let payload = body.map(|b| b.to_string());
+        if payload.is_some() {
+            headers.push(("Content-Type", "application/json"));
         }
-        head.push_str("\r\n");
-        tls.write_all(head.as_bytes())
-            .and_then(|()| tls.write_all(body.as_bytes()))
-            .and_then(|()| tls.flush())
-            .unwrap_or_else(|e| panic!("{what}: send: {e}"));
-        let mut raw = Vec::new();
-        let read_err = http::read_until_close(&mut tls, &mut raw);
-        http::parse_response(&raw)
-            .unwrap_or_else(|| panic!("{what}: no complete answer (read: {read_err:?})"))
+        https_request(
+            self.tls.clone(),
+            self.port,
+            method,
+            path,
+            &headers,
+            payload.as_deref().map(str::as_bytes),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
     }
 
-    pub(crate) fn get(&self, path: &str) -> http::Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         self.request("GET", path, None)
     }
 
@@ -395,7 +359,7 @@ pub(crate) fn until_resynced(
 
 /// Asserts a 400 `invalid_field` on `field` (the message starts with the field's name).
 #[track_caller]
-pub(crate) fn refused_on(r: http::Response, field: &str) -> String {
+pub(crate) fn refused_on(r: Response, field: &str) -> String {
     let body = r.expect(400, Some("invalid_field"));
     let message = body["message"].as_str().unwrap_or_default().to_string();
     assert!(
