@@ -111,6 +111,9 @@ pub enum RecordError {
     Checksum,
     #[error("segment record: truncated")]
     Truncated,
+    /// A bookmark whose kind byte is neither 0 (crash) nor 1 (app): written by no version of Ferry.
+    #[error("segment record: bookmark kind {0} is neither 0 (crash) nor 1 (app)")]
+    BadBookmarkKind(u8),
 }
 
 struct Header {
@@ -159,7 +162,11 @@ fn finish_record(
         KIND_BOOKMARK if head.len == 1 => Ok(Record::Bookmark {
             last_seq: head.a,
             bookmark_id: head.b,
-            app_consistent: body[0] == 1,
+            app_consistent: match body[0] {
+                0 => false,
+                1 => true,
+                other => return Err(RecordError::BadBookmarkKind(other)),
+            },
         }),
         other => Err(RecordError::UnknownKind(other)),
     }
@@ -176,9 +183,11 @@ pub fn read_record<R: Read>(r: &mut R) -> Result<Option<Record>, RecordError> {
         Err(_) => return Err(RecordError::Truncated),
     }
     let head = parse_header(&h)?;
-    let mut body = vec![0u8; head.len as usize];
-    match read_full(r, &mut body) {
-        Ok(n) if n == body.len() => {}
+    // Grown as bytes arrive rather than sized from the header, so a damaged length costs no more
+    // memory than the file really holds.
+    let mut body = Vec::new();
+    match r.take(u64::from(head.len)).read_to_end(&mut body) {
+        Ok(n) if n == head.len as usize => {}
         _ => return Err(RecordError::Truncated),
     }
     finish_record(&h, head, body.into()).map(Some)
@@ -310,6 +319,30 @@ mod tests {
                 .collect();
             let _ = decode_record(&bytes::Bytes::from(junk), 0);
         }
+    }
+
+    #[test]
+    fn a_bookmark_kind_other_than_crash_or_app_is_refused() {
+        let good = encode(&Record::Bookmark {
+            last_seq: 5,
+            bookmark_id: 6,
+            app_consistent: false,
+        });
+        let mut bad = good;
+        bad[HEADER_LEN] = 7;
+        // A valid checksum over the bad byte: only the kind check can refuse it.
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bad[..24]);
+        crc.update(&bad[HEADER_LEN..]);
+        bad[24..28].copy_from_slice(&crc.finalize().to_be_bytes());
+        assert_eq!(
+            read_record(&mut &bad[..]),
+            Err(RecordError::BadBookmarkKind(7))
+        );
+        assert_eq!(
+            decode_record(&bytes::Bytes::from(bad), 0).map(|_| ()),
+            Err(RecordError::BadBookmarkKind(7))
+        );
     }
 
     #[test]
