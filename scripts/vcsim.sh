@@ -32,7 +32,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SRC=$ROOT/tests/vcsim/launch.go
+SRC_DIR=$ROOT/tests/vcsim
 GOVMOMI_PKG=golang-github-vmware-govmomi-dev
 GOCODE=/usr/share/gocode
 HOME_DIR=${VCSIM_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry-vcsim}
@@ -53,7 +53,8 @@ build() {
   local pkgver gover key
   pkgver=$(dpkg-query -W -f='${Version}' "$GOVMOMI_PKG" 2>/dev/null || echo unknown)
   gover=$("$go" version)
-  key=$( { sha256sum <"$SRC"; echo "$pkgver"; echo "$gover"; } | sha256sum | cut -c1-16)
+  # Every Go file of the launcher (launch.go and the simulator objects it adds) is part of the key.
+  key=$( { cat "$SRC_DIR"/*.go | sha256sum; echo "$pkgver"; echo "$gover"; } | sha256sum | cut -c1-16)
   local out=$HOME_DIR/$key/vcsim
   if [[ -z "${FORCE:-}" && -x "$out" ]] && "$out" selftest >/dev/null 2>&1; then
     echo "$out"; return
@@ -67,7 +68,7 @@ build() {
       work=$(mktemp -d -t ferry-vcsim-build.XXXXXX)
       trap 'rm -rf "$work"' EXIT
       mkdir -p "$work/src/ferry-vcsim"
-      cp "$SRC" "$work/src/ferry-vcsim/main.go"
+      cp "$SRC_DIR"/*.go "$work/src/ferry-vcsim/"
       log "building launch.go against $GOVMOMI_PKG $pkgver with $gover (GOPATH mode, offline)"
       local start=$SECONDS
       # GOPATH mode with the Debian sources: no module download. CGO_ENABLED=0 so no C compiler is

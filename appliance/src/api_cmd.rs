@@ -9,6 +9,10 @@ use serde_json::Value;
 use crate::api_client::{ApiClient, ClientError};
 use crate::points_cmd::human_bytes;
 
+#[path = "api_cmd_vms.rs"]
+mod vms;
+pub use vms::{protect_request, vms_protect, vms_unprotect};
+
 pub(crate) fn print_json(
     out: &mut impl Write,
     value: &impl serde::Serialize,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::api_client::ApiClient;
 use crate::api_cmd::{print_json, read_password_file, segment, table, text};
-use crate::cli::PushArgs;
+use crate::cli::{PushArgs, PushVia};
 
 /// How often `--wait` asks for the job.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -48,10 +48,8 @@ pub fn push_request(args: &PushArgs, operation: &str) -> anyhow::Result<Value> {
         }
         _ => anyhow::bail!("give exactly one of --key-file and --password-file"),
     };
-    Ok(json!({
+    let mut body = json!({
         "operation": operation,
-        "host": args.host,
-        "port": args.port,
         "username": args.user,
         "auth": auth,
         "vm": args.vm,
@@ -60,10 +58,41 @@ pub fn push_request(args: &PushArgs, operation: &str) -> anyhow::Result<Value> {
         "prefix": args.prefix,
         "appliance_addr": args.appliance_addr,
         "interval_secs": args.interval_secs,
-    }))
+    });
+    match args.via.unwrap_or_default() {
+        PushVia::Ssh => {
+            let host = args
+                .host
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("--host is required over SSH"))?;
+            body["host"] = json!(host);
+            body["port"] = json!(args.port);
+        }
+        PushVia::VmwareTools => {
+            if args.host.is_some() || args.host_key.is_some() || args.port != 22 {
+                anyhow::bail!(
+                    "--host, --port and --host-key do not apply with --via vmware-tools: the guest \
+                     is reached through the vCenter of --vm"
+                );
+            }
+            if args.key_file.is_some() {
+                anyhow::bail!("VMware Tools logs in with a password: give --password-file");
+            }
+            body["via"] = json!("vmware_tools");
+        }
+    }
+    Ok(body)
 }
 
 fn describe(job: &Value) -> String {
+    if text(job, "via") == "vmware_tools" {
+        return format!(
+            "{} as {} for vm {} through VMware Tools",
+            text(job, "operation"),
+            text(job, "username"),
+            text(job, "vm")
+        );
+    }
     format!(
         "{} to {}@{}:{} for vm {}",
         text(job, "operation"),

@@ -5,7 +5,8 @@ use super::*;
 /// Arguments with the key file `<dir>/key` (each test writes it, or not).
 fn args(dir: &Path) -> PushArgs {
     PushArgs {
-        host: "10.0.0.5".into(),
+        via: None,
+        host: Some("10.0.0.5".into()),
         port: 2222,
         user: "root".into(),
         key_file: Some(dir.join("key")),
@@ -72,6 +73,49 @@ fn a_password_request_carries_the_password_only() {
     );
     assert_eq!(body["operation"], "uninstall");
     serde_json::from_value::<crate::mgmt::push_jobs::PushRequest>(body).unwrap();
+}
+
+#[test]
+fn a_vmware_tools_request_names_the_vm_and_no_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.via = Some(PushVia::VmwareTools);
+    a.host = None;
+    a.host_key = None;
+    a.port = 22;
+    a.key_file = None;
+    a.password_file = Some(write(dir.path(), "pw", "guest\n"));
+    let body = push_request(&a, "install").unwrap();
+    assert_eq!(body["via"], "vmware_tools");
+    assert!(body.get("host").is_none() && body.get("port").is_none());
+    assert_eq!(body["vm"], "vc-1/vm-42");
+    let parsed: crate::mgmt::push_jobs::PushRequest = serde_json::from_value(body).unwrap();
+    assert_eq!(parsed.via, crate::mgmt::push_jobs::Via::VmwareTools);
+    // What does not apply through the vCenter is refused, not ignored.
+    for change in [
+        &(|a: &mut PushArgs| a.host = Some("10.0.0.5".into())) as &dyn Fn(&mut PushArgs),
+        &|a: &mut PushArgs| a.host_key = Some("SHA256:abc".into()),
+        &|a: &mut PushArgs| a.port = 2222,
+        &|a: &mut PushArgs| {
+            a.password_file = None;
+            a.key_file = Some(write(dir.path(), "key", "k"));
+        },
+    ] {
+        let mut bad = args(dir.path());
+        bad.via = Some(PushVia::VmwareTools);
+        bad.host = None;
+        bad.host_key = None;
+        bad.port = 22;
+        bad.key_file = None;
+        bad.password_file = Some(dir.path().join("pw"));
+        change(&mut bad);
+        assert!(push_request(&bad, "install").is_err(), "{bad:?}");
+    }
+    // Over SSH a host is required.
+    let mut no_host = args(dir.path());
+    no_host.host = None;
+    write(dir.path(), "key", "k");
+    assert!(push_request(&no_host, "install").is_err());
 }
 
 #[test]

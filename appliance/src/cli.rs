@@ -8,7 +8,11 @@ use crate::config::LogFormat;
 
 #[path = "cli_push.rs"]
 mod push;
-pub use push::{PushArgs, PushCommand, PushJobsCommand};
+pub use push::{PushArgs, PushCommand, PushJobsCommand, PushVia};
+
+#[path = "cli_credential.rs"]
+pub mod credential;
+pub use credential::CredentialCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,6 +71,9 @@ pub enum Command {
     /// Install, upgrade or uninstall the mobility agent in a Linux guest over SSH (through the daemon)
     #[command(subcommand)]
     Push(PushCommand),
+    /// Store named guest logins that push installs use by id (through the daemon)
+    #[command(subcommand)]
+    Credential(CredentialCommand),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +172,71 @@ pub enum VmsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Enable protection of a discovered VM: push-install the agent into it over SSH
+    Protect(Box<VmProtectArgs>),
+    /// Forget that protection of a VM was asked for (the agent stays installed)
+    Unprotect {
+        /// The vCenter id (see `vcenter list`)
+        #[arg(long, value_name = "ID")]
+        vcenter: String,
+        /// The VM's managed object id (see `vms list`), e.g. vm-42
+        #[arg(long)]
+        moref: String,
+    },
+}
+
+/// Which VM to protect and how to reach its guest. Secrets are read from files, never from the
+/// command line.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["key_file", "password_file"])))]
+pub struct VmProtectArgs {
+    /// The vCenter id (see `vcenter list`)
+    #[arg(long, value_name = "ID")]
+    pub vcenter: String,
+    /// The VM's managed object id (see `vms list`), e.g. vm-42
+    #[arg(long)]
+    pub moref: String,
+    /// How to reach the guest: ssh, or vmware_tools (through its vCenter; password only)
+    #[arg(long, value_parser = ["ssh", "vmware_tools"])]
+    pub via: Option<String>,
+    /// Guest user (root, or a user allowed to sudo without a password)
+    #[arg(long)]
+    pub user: String,
+    /// File holding the SSH private key (OpenSSH or PEM)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// File holding the passphrase of an encrypted private key
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key_file",
+        conflicts_with = "password_file"
+    )]
+    pub key_passphrase_file: Option<PathBuf>,
+    /// File holding the SSH password (one trailing newline is ignored)
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Guest address [default: the VM's first guest IPv4 address VMware Tools reports]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// SSH port [default: 22]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// A disk of the guest to protect (block device or image file); repeat for more
+    #[arg(long = "disk", value_name = "DISK", required = true)]
+    pub disks: Vec<String>,
+    /// Pin the guest's host key [default: the key recorded by an earlier job, else the one shown]
+    #[arg(long, value_name = "SHA256:...")]
+    pub host_key: Option<String>,
+    /// Seconds between the agent's replication passes [default: the agent's]
+    #[arg(long, value_name = "SECS")]
+    pub interval_secs: Option<u64>,
+    /// Follow the install until it ends, printing its log; exit non-zero unless it succeeded
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the API's JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,8 +1,19 @@
-//! `appliance push ...`: push installs of the mobility agent over SSH, through the daemon.
+//! `appliance push ...`: push installs of the mobility agent over SSH or through VMware Tools, through
+//! the daemon.
 
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+
+/// How the appliance reaches the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum PushVia {
+    /// SSH to --host
+    #[default]
+    Ssh,
+    /// vSphere guest operations through the vCenter of --vm (vc-1/vm-42)
+    VmwareTools,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
@@ -30,13 +41,17 @@ pub enum PushCommand {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("auth").required(true).args(["key_file", "password_file"])))]
 pub struct PushArgs {
-    /// Guest host name or IP address, as the appliance reaches it
-    #[arg(long)]
-    pub host: String,
+    /// How to reach the guest: over SSH (--host), or through VMware Tools via the vCenter of --vm
+    /// [default: ssh]
+    #[arg(long, value_enum)]
+    pub via: Option<PushVia>,
+    /// Guest host name or IP address, as the appliance reaches it (SSH only)
+    #[arg(long, required_unless_present = "via")]
+    pub host: Option<String>,
     /// SSH port
     #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
-    /// SSH user (root, or a user allowed to sudo without a password)
+    /// Guest user (root, or a user allowed to sudo without a password)
     #[arg(long)]
     pub user: String,
     /// File holding the SSH private key (OpenSSH or PEM)
@@ -50,10 +65,10 @@ pub struct PushArgs {
         conflicts_with = "password_file"
     )]
     pub key_passphrase_file: Option<PathBuf>,
-    /// File holding the SSH password (one trailing newline is ignored)
+    /// File holding the guest user's password (one trailing newline is ignored)
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// The VM: a vCenter id and managed object id (vc-1/vm-42) or a free label
+    /// The VM: a vCenter id and managed object id (vc-1/vm-42) or, over SSH, a free label
     #[arg(long)]
     pub vm: String,
     /// A disk of the guest to protect (block device or image file); repeat for more (install)
@@ -184,6 +199,40 @@ mod tests {
             parse(&["push", "forget-host-key", "--host", "h"]).unwrap().command,
             Command::Push(PushCommand::ForgetHostKey { host, port: 22 }) if host == "h"
         ));
+    }
+
+    #[test]
+    fn push_through_vmware_tools_needs_no_host() {
+        let cli = parse(&[
+            "push",
+            "install",
+            "--via",
+            "vmware-tools",
+            "--user",
+            "root",
+            "--password-file",
+            "/p",
+            "--vm",
+            "vc-1/vm-42",
+        ])
+        .unwrap();
+        let Command::Push(PushCommand::Install(args)) = cli.command else {
+            panic!("not push install")
+        };
+        assert_eq!((args.via, args.host), (Some(PushVia::VmwareTools), None));
+        assert!(parse(&[
+            "push",
+            "install",
+            "--via",
+            "telnet",
+            "--user",
+            "u",
+            "--password-file",
+            "/p",
+            "--vm",
+            "v"
+        ])
+        .is_err());
     }
 
     #[test]

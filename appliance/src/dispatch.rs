@@ -161,9 +161,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut stdout,
             ))
         }
+        Command::Vms(VmsCommand::Protect(args)) => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            let body = api_cmd::protect_request(&args)?;
+            admin_runtime()?.block_on(api_cmd::vms_protect(&api, &args, &body, &mut stdout))
+        }
+        Command::Vms(VmsCommand::Unprotect { vcenter, moref }) => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            admin_runtime()?.block_on(api_cmd::vms_unprotect(&api, &vcenter, &moref, &mut stdout))
+        }
         Command::Push(command) => {
             admin_logging(&cfg)?;
             push(&cfg, token_file, command, &mut stdout)
+        }
+        Command::Credential(command) => {
+            admin_logging(&cfg)?;
+            let api = ApiClient::from_config(&cfg, token_file)?;
+            admin_runtime()?.block_on(crate::cli::credential::run(&api, command, &mut stdout))
         }
         Command::Restore(args) => {
             admin_logging(&cfg)?;

@@ -1,10 +1,12 @@
 // The first-boot wizard and the dashboard as a person uses them, in headless Chromium.
 //
-//   node setup_and_dashboard.mjs <base url> <setup token> <artifacts dir>
+//   node setup_and_dashboard.mjs <base url> <setup token> <artifacts dir> \
+//        [<vCenter url> <vCenter user> <vCenter password> <vCenter thumbprint>]
 //
 // Opens the appliance (which must not be set up yet), is sent to /setup, completes the wizard with the
 // default vault, checks the passphrases and the recovery-kit download, signs in (a wrong password
-// first), walks every dashboard page and signs out. Every step leaves a full-page PNG in the artifacts
+// first), walks every dashboard page, adds the vCenter (when one is given) through its form, opens its
+// VMs, one VM and the push jobs, and signs out. Every step leaves a full-page PNG in the artifacts
 // folder. Any console error, uncaught page error, CSP violation or 5xx answer fails the run. On failure
 // it prints the step, the selector, the page URL and the path of a screenshot, and exits 1.
 import { chromium } from 'playwright-core';
@@ -12,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const [baseUrl, setupToken, artifacts] = process.argv.slice(2);
+const [baseUrl, setupToken, artifacts, vcUrl, vcUser, vcPassword, vcThumbprint] = process.argv.slice(2);
 if (!baseUrl || !setupToken || !artifacts) {
   console.error('usage: node setup_and_dashboard.mjs <base url> <setup token> <artifacts dir>');
   process.exit(2);
@@ -240,7 +242,8 @@ await run('sign in', async () => {
 });
 
 for (const [id, name] of [['#nav-agents', 'agents'], ['#nav-points', 'points'], ['#nav-restores', 'restores'],
-  ['#nav-audit', 'audit'], ['#nav-settings', 'settings']]) {
+  ['#nav-vcenters', 'vcenters'], ['#nav-push-jobs', 'push-jobs'], ['#nav-audit', 'audit'],
+  ['#nav-settings', 'settings']]) {
   await run(`open ${name}`, async () => {
     let main;
     const onNav = (r) => { if (r.request().isNavigationRequest() && r.frame() === page.mainFrame()) main = r; };
@@ -256,6 +259,48 @@ for (const [id, name] of [['#nav-agents', 'agents'], ['#nav-points', 'points'], 
     if (pathname() === '/login') throw new StepError(`${id} sent a signed-in person back to /login`);
     await need('#logout', 'the sign-out control on every dashboard page');
     await screenshot(name);
+  });
+}
+
+if (vcUrl) {
+  await run('add a vCenter', async () => {
+    await clickAndLoad('#nav-vcenters', 'navigation link to vCenters', (p) => p === '/vcenters');
+    await need('#vcenter-add-form', 'the add-vCenter form');
+    await page.fill('#vcenter-add-form [name="url"]', vcUrl);
+    await page.fill('#vcenter-add-form [name="username"]', vcUser);
+    await page.fill('#vcenter-add-form [name="password"]', vcPassword);
+    await page.fill('#vcenter-add-form [name="thumbprint"]', vcThumbprint);
+    await (await need('#vcenter-add-form button[type="submit"]', 'add button')).click();
+    await needUnlessError('.notice.ok', 'the notice that the vCenter is added');
+    await need('#vcenters-table a[href$="/vms"]', 'the link to its VMs');
+    await screenshot('vcenters');
+  });
+
+  await run('open the VMs of the vCenter', async () => {
+    await clickAndLoad('#vcenters-table a[href$="/vms"]', 'link to the VMs', (p) => p.endsWith('/vms'));
+    // Discovery lists the VMs a moment after the vCenter is added.
+    for (let i = 0; i < 40 && !(await page.$('#vms-table a[href*="/vms/"]')); i++) {
+      await page.waitForTimeout(250);
+      await page.reload({ waitUntil: 'load' });
+    }
+    await need('#vms-table a[href*="/vms/"]', 'a discovered VM');
+    await need('#vm-filter', 'the name and power filter');
+    await screenshot('vms');
+  });
+
+  await run('filter the VMs', async () => {
+    await page.selectOption('#vm-filter [name="power_state"]', 'poweredOn');
+    await Promise.all([page.waitForURL((u) => u.search.includes('power_state=poweredOn'), { waitUntil: 'load' }),
+      page.click('#vm-filter button[type="submit"]')]);
+    await need('#vms-table', 'the filtered VM table');
+  });
+
+  await run('open a VM', async () => {
+    await clickAndLoad('#vms-table a[href*="/vms/"]', 'a VM', (p) => /\/vms\/[^/]+$/.test(p));
+    await need('#protection', 'the protection section');
+    await need('#vm-disks', 'the disks table');
+    await need('#protect-form', 'the enable-protection form (admin, powered-on VM)');
+    await screenshot('vm');
   });
 }
 

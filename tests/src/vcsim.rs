@@ -8,6 +8,10 @@
 //!
 //! Inventory flags are vcsim's: `-dc -cluster -host -standalone-host -vm -ds -pool -folder`, where
 //! VMs = dc × (cluster + standalone-host) × vm (hosts per cluster do not multiply it).
+//!
+//! [`Vcsim::start_with_guest`] turns on the launcher's process-backed guest
+//! (`tests/vcsim/guestops.go`): vcsim's own guest operations need Docker-backed VMs, so guest
+//! operations on any VM run on THIS machine, as the launcher's user, standing in for the VM's guest.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -95,6 +99,26 @@ impl Vcsim {
     pub fn start_with_login(flags: &[&str], username: &str, password: &str) -> Vcsim {
         Self::try_start_with_login(flags, username, password)
             .unwrap_or_else(|e| panic!("vcsim {flags:?} with a login: {e:#}"))
+    }
+
+    /// Like [`Vcsim::start`], with guest operations answered by a process-backed guest (this
+    /// machine, as the user vcsim runs as) that logs in only `guest_user` with `guest_password`.
+    pub fn start_with_guest(flags: &[&str], guest_user: &str, guest_password: &str) -> Vcsim {
+        Self::try_start_with_guest(flags, guest_user, guest_password)
+            .unwrap_or_else(|e| panic!("vcsim {flags:?} with a guest: {e:#}"))
+    }
+
+    pub fn try_start_with_guest(
+        flags: &[&str],
+        guest_user: &str,
+        guest_password: &str,
+    ) -> Result<Vcsim> {
+        if guest_user.is_empty() || guest_password.is_empty() {
+            bail!("a guest login needs a non-empty user name and password");
+        }
+        let mut all: Vec<&str> = flags.to_vec();
+        all.extend(["-guest-user", guest_user, "-guest-password", guest_password]);
+        Self::try_start(&all)
     }
 
     pub fn try_start(flags: &[&str]) -> Result<Vcsim> {

@@ -48,6 +48,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/vcenters/{id}"),
     ("get", "/api/v1/vcenters/{id}/vms"),
     ("get", "/api/v1/vcenters/{id}/vms/{moref}"),
+    ("get", "/api/v1/vcenters/{id}/plugin"),
+    ("post", "/api/v1/vcenters/{id}/plugin"),
+    ("delete", "/api/v1/vcenters/{id}/plugin"),
     ("post", "/api/v1/push-jobs"),
     ("get", "/api/v1/push-jobs"),
     ("get", "/api/v1/push-jobs/{id}"),
@@ -56,12 +59,16 @@ const ROUTES: &[(&str, &str)] = &[
 ];
 /// Operations schemathesis must not call: the first two revoke the run's own token; the others make the
 /// appliance connect to whatever host the fuzzer invents (a vCenter login, an SSH push), and tests talk
-/// only to 127.0.0.1. tests/tests/api_security.rs, discovery_vcsim.rs and push_api.rs cover them.
+/// only to 127.0.0.1. tests/tests/api_security.rs, discovery_vcsim.rs, push_api.rs and vcenter_plugin.rs
+/// cover them.
 const EXCLUDED: &[&str] = &[
     "DELETE /api/v1/session",
     "DELETE /api/v1/tokens/{id}",
     "POST /api/v1/vcenters",
     "PATCH /api/v1/vcenters/{id}",
+    "GET /api/v1/vcenters/{id}/plugin",
+    "POST /api/v1/vcenters/{id}/plugin",
+    "DELETE /api/v1/vcenters/{id}/plugin",
     "POST /api/v1/push-jobs",
 ];
 const METHODS: &[&str] = &[

@@ -236,6 +236,7 @@ fn runner(dir: &Path) -> PushJobs {
 
 fn request(port: u16, key: &str, prefix: &Path, operation: Operation) -> PushRequest {
     PushRequest {
+        via: Default::default(),
         host: "127.0.0.1".into(),
         port,
         username: "root".into(),

@@ -216,11 +216,16 @@ func main() {
 		model.Remove()
 		log.Fatalf("create inventory: %v", err)
 	}
+	addExtensionManager(model.ServiceContent)
 	n := model.Count()
 	log.Printf("inventory: %d VMs, %d hosts, %d datastores in %.2fs",
 		n.Machine, n.Host, n.Datastore, time.Since(t0).Seconds())
 
 	svc := model.Service
+	if err := installProcessGuest(svc, *useTLS); err != nil {
+		model.Remove()
+		log.Fatalf("guest operations: %v", err)
+	}
 	svc.Listen = &url.URL{Host: *listen}
 	if *user != "" {
 		svc.Listen.User = url.UserPassword(*user, *pass)

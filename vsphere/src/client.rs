@@ -38,7 +38,8 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug)]
 enum Auth {
     Password(Credentials),
-    /// A session cloned from a ticket: tickets are single-use, so it cannot log in again.
+    /// A session this client did not log in (cloned from a single-use ticket, or adopted): it
+    /// cannot log in again.
     Ticket,
 }
 
@@ -110,6 +111,26 @@ impl Client {
             .invoke_once("CloneSession", &body, timeout, parse_user_session)
             .await?;
         client.logged_in(session);
+        Ok(client)
+    }
+
+    /// Adopts a session someone else logged in (a vSphere Client user's session id, the value of
+    /// the `vmware_soap_session` cookie). It never logs in: whether the session is live is what
+    /// [`Client::current_session`] tells.
+    pub async fn with_session(
+        url: &str,
+        session_id: &str,
+        trust: TlsTrust,
+        options: ClientOptions,
+    ) -> Result<Client, VsphereError> {
+        let bad = |c: char| c.is_ascii_control() || c.is_whitespace() || c == ';' || c == ',';
+        if session_id.is_empty() || session_id.chars().any(bad) {
+            return Err(VsphereError::invalid_input(
+                "a session id is visible ASCII without separators",
+            ));
+        }
+        let client = Self::bootstrap(url, trust, options, Auth::Ticket).await?;
+        client.session().cookie = Some(format!("{}={session_id}", crate::SESSION_COOKIE));
         Ok(client)
     }
 
@@ -433,4 +454,25 @@ pub(crate) fn parse_nothing(_resp: Element) -> Result<(), VsphereError> {
 
 fn parse_user_session(resp: Element) -> Result<UserSession, VsphereError> {
     UserSession::from_element(returnval(&resp)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn with_session_refuses_ids_that_would_break_the_cookie() {
+        // Port 1 is never contacted: the id is checked first.
+        let url = "https://127.0.0.1:1/sdk";
+        let trust = TlsTrust::Thumbprint("AB".repeat(32));
+        for id in ["", "a b", "a;b", "a,b", "a\nb", "\u{7f}"] {
+            let err = Client::with_session(url, id, trust.clone(), ClientOptions::default())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, VsphereError::InvalidInput { .. }),
+                "{id:?}: {err:?}"
+            );
+        }
+    }
 }

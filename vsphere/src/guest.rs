@@ -1,5 +1,6 @@
 //! Guest operations through VMware Tools: copying a file into the guest
-//! (InitiateFileTransferToGuest, then an HTTP PUT of the bytes), starting a program
+//! (InitiateFileTransferToGuest, then an HTTP PUT of the bytes) or out of it
+//! (InitiateFileTransferFromGuest, then an HTTP GET), starting a program
 //! (StartProgramInGuest) and listing processes (ListProcessesInGuest).
 //!
 //! When Tools is not running yet the calls fail with
@@ -214,6 +215,55 @@ pub(crate) fn list_processes_request(
     Ok(req)
 }
 
+pub(crate) fn file_transfer_from_request(
+    file_manager: &MoRef,
+    vm: &MoRef,
+    auth: &GuestAuth,
+    guest_path: &str,
+) -> Result<Request, VsphereError> {
+    check_guest_path("guest file path", guest_path)?;
+    let mut req = guest_request("InitiateFileTransferFromGuest", file_manager, vm, auth)?;
+    req.text("guestFilePath", guest_path);
+    Ok(req)
+}
+
+/// What InitiateFileTransferFromGuest answers (`FileTransferInformation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFileDownload {
+    /// Where to GET the file (with [`Client::get_guest_file`]); good for one download.
+    pub url: url::Url,
+    /// The file's size in bytes when the call was made.
+    pub size: u64,
+    /// Posix mode bits, when the guest reported them.
+    pub permissions: Option<u32>,
+}
+
+/// The `returnval` of InitiateFileTransferFromGuest: URL text as sent, size, permissions.
+pub(crate) fn parse_transfer_from(
+    resp: Element,
+) -> Result<(String, u64, Option<u32>), VsphereError> {
+    let info = returnval(&resp)?;
+    let url_text = info
+        .child_text("url")
+        .ok_or_else(|| VsphereError::malformed("a file transfer without a url"))?;
+    let size_text = info.child_text("size").unwrap_or_default().trim();
+    let size = size_text
+        .parse()
+        .map_err(|_| VsphereError::malformed(format!("guest file size {size_text:?}")))?;
+    let permissions = match info
+        .child("attributes")
+        .and_then(|a| a.child_text("permissions"))
+    {
+        Some(p) => Some(
+            p.trim()
+                .parse()
+                .map_err(|_| VsphereError::malformed(format!("guest file permissions {p:?}")))?,
+        ),
+        None => None,
+    };
+    Ok((url_text.trim().to_string(), size, permissions))
+}
+
 /// The `returnval` of InitiateFileTransferToGuest: the transfer URL as sent.
 fn parse_url_text(resp: Element) -> Result<String, VsphereError> {
     Ok(returnval(&resp)?.text.trim().to_string())
@@ -335,6 +385,78 @@ impl Client {
             }),
             status => Err(VsphereError::Http { status }),
         }
+    }
+
+    /// Prepares a copy of the guest file `guest_path` out of the guest: its size and the URL to
+    /// GET it from (with [`Client::get_guest_file`]). A missing file is
+    /// [`VsphereError::NotFound`].
+    pub async fn initiate_file_transfer_from_guest(
+        &self,
+        vm: &MoRef,
+        auth: &GuestAuth,
+        guest_path: &str,
+    ) -> Result<GuestFileDownload, VsphereError> {
+        let manager = self.guest_manager("fileManager").await?;
+        let req = file_transfer_from_request(&manager, vm, auth, guest_path)?;
+        let (url, size, permissions) = self.invoke(req, parse_transfer_from).await?;
+        Ok(GuestFileDownload {
+            url: resolve_transfer_url(&url, self.sdk_url())?,
+            size,
+            permissions,
+        })
+    }
+
+    /// GETs a guest file from a transfer URL, refusing more than `max_bytes` (the answer is
+    /// [`VsphereError::InvalidInput`] then: the caller's limit, not the server, is at fault).
+    /// `trust` as for [`Client::put_guest_file`].
+    pub async fn get_guest_file(
+        &self,
+        url: &url::Url,
+        max_bytes: u64,
+        trust: Option<&TlsTrust>,
+    ) -> Result<Vec<u8>, VsphereError> {
+        let own;
+        let transport = match trust {
+            Some(trust) => {
+                own = Transport::new(url.as_str(), trust, self.options().clone())?;
+                &own
+            }
+            None => self.transport(),
+        };
+        let timeout = self.options().call_timeout + Duration::from_secs(max_bytes >> 20);
+        let too_big = |n: u64| {
+            VsphereError::invalid_input(format!(
+                "the guest file {} has {n} bytes or more, more than the limit of {max_bytes}",
+                url.path()
+            ))
+        };
+        let mut resp = transport
+            .http()
+            .get(url.clone())
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport.map_error(e))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(VsphereError::NotFound {
+                    what: format!("the guest file transfer {}", url.path()),
+                })
+            }
+            status => return Err(VsphereError::Http { status }),
+        }
+        if let Some(len) = resp.content_length().filter(|&n| n > max_bytes) {
+            return Err(too_big(len));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport.map_error(e))? {
+            if (body.len() + chunk.len()) as u64 > max_bytes {
+                return Err(too_big((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Starts a program in the guest and returns its process id.

@@ -428,3 +428,116 @@ async fn vcsim_fault_answers_are_typed() {
         Err(VsphereError::NotFound { .. })
     ));
 }
+
+const FROM_GUEST: &str = r#"<InitiateFileTransferFromGuestResponse xmlns="urn:vim25"><returnval><attributes xsi:type="GuestPosixFileAttributes"><modificationTime>2026-11-26T06:40:03Z</modificationTime><ownerId>0</ownerId><groupId>0</groupId><permissions>420</permissions></attributes><size>PLACEHOLDER_SIZE</size><url>http://*:PLACEHOLDER_PORT/guestFile?id=53&amp;token=t53</url></returnval></InitiateFileTransferFromGuestResponse>"#;
+
+#[tokio::test]
+async fn a_file_comes_out_of_the_guest_within_the_limit() {
+    let content = b"uid=0(root)\n".to_vec();
+    let port = Arc::new(Mutex::new(String::new()));
+    let port_of = port.clone();
+    let served = content.clone();
+    let (client, server) = replay_client(Arc::new(move |req: &Req| {
+        if let Some(resp) = managers(req) {
+            return resp;
+        }
+        match req.soap.as_deref() {
+            Some("InitiateFileTransferFromGuest") => Resp::soap(
+                &FROM_GUEST
+                    .replace("PLACEHOLDER_PORT", &port_of.lock().unwrap())
+                    .replace("PLACEHOLDER_SIZE", &served.len().to_string()),
+            ),
+            None if req.method == "GET" && req.target == "/guestFile?id=53&token=t53" => {
+                Resp::new(200, served.clone())
+            }
+            None if req.method == "GET" => Resp::new(404, "no such transfer"),
+            other => panic!("unexpected {other:?} {}", req.target),
+        }
+    }))
+    .await;
+    *port.lock().unwrap() = server.base.rsplit(':').next().unwrap().to_string();
+    let vm = MoRef::new("VirtualMachine", "vm-46");
+    let download = client
+        .initiate_file_transfer_from_guest(&vm, &root(), "/tmp/ferry-push/out")
+        .await
+        .unwrap();
+    assert_eq!(download.size, content.len() as u64);
+    assert_eq!(download.permissions, Some(0o644));
+    assert_eq!(
+        download.url.host_str(),
+        Some("127.0.0.1"),
+        "* became the vCenter's host"
+    );
+    let body = String::from_utf8_lossy(&server.calls("InitiateFileTransferFromGuest")[0].body)
+        .into_owned();
+    assert!(
+        body.contains("<guestFilePath>/tmp/ferry-push/out</guestFilePath>"),
+        "{body}"
+    );
+    assert!(body.contains("<username>root</username>"), "{body}");
+    let got = client
+        .get_guest_file(&download.url, 1024, None)
+        .await
+        .unwrap();
+    assert_eq!(got, content);
+    // More than the caller allows is refused, not read.
+    assert!(matches!(
+        client.get_guest_file(&download.url, 4, None).await,
+        Err(VsphereError::InvalidInput { .. })
+    ));
+    let gone = url::Url::parse(&format!("{}/guestFile?id=99", server.base)).unwrap();
+    assert!(matches!(
+        client.get_guest_file(&gone, 1024, None).await,
+        Err(VsphereError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn bad_from_guest_input_and_answers_are_refused() {
+    let vm = MoRef::new("VirtualMachine", "vm-1");
+    for path in ["", " ", "/tmp/a\u{0}b"] {
+        assert!(matches!(
+            file_transfer_from_request(&file_manager(), &vm, &root(), path),
+            Err(VsphereError::InvalidInput { .. })
+        ));
+    }
+    let nobody = GuestAuth {
+        username: String::new(),
+        password: "x".into(),
+    };
+    assert!(matches!(
+        file_transfer_from_request(&file_manager(), &vm, &nobody, "/tmp/a"),
+        Err(VsphereError::InvalidInput { .. })
+    ));
+    let parse = |inner: &str| {
+        parse_transfer_from(decode_response(
+            200,
+            envelope(inner).as_bytes(),
+            "InitiateFileTransferFromGuest",
+            &Limits::default(),
+        )?)
+    };
+    let good = FROM_GUEST
+        .replace("PLACEHOLDER_PORT", "443")
+        .replace("PLACEHOLDER_SIZE", "12");
+    let (url, size, mode) = parse(&good).unwrap();
+    assert_eq!(
+        (url.as_str(), size, mode),
+        ("http://*:443/guestFile?id=53&token=t53", 12, Some(420))
+    );
+    for bad in [
+        good.replace("<size>12</size>", "<size>-1</size>"),
+        good.replace("<size>12</size>", ""),
+        good.replace(
+            "<permissions>420</permissions>",
+            "<permissions>rw</permissions>",
+        ),
+        good.replace("<url>http://*:443/guestFile?id=53&amp;token=t53</url>", ""),
+        r#"<InitiateFileTransferFromGuestResponse xmlns="urn:vim25"/>"#.to_string(),
+    ] {
+        assert!(
+            matches!(parse(&bad), Err(VsphereError::Malformed { .. })),
+            "{bad}"
+        );
+    }
+}

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::conn::Conn;
 use super::probe::{self, quote, Arch};
 use super::script::{self, sq, Layout};
-use super::ssh::{Output, Session};
-use super::{human, InstallSpec, Log, PushError, ServiceMode, Target, AGENT_FILE_PREFIX};
+use super::ssh::Output;
+use super::{human, GuestTarget, InstallSpec, Log, PushError, ServiceMode, AGENT_FILE_PREFIX};
 
 /// Space kept free beyond the binary: configuration, the agent's state and trackers, logs.
 pub const SPACE_RESERVE: u64 = 16 << 20;
@@ -19,7 +20,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// A logged-in guest and how to run things as root there.
 pub(super) struct Guest<'a> {
-    pub(super) session: Session,
+    pub(super) session: Conn,
     user: String,
     /// Commands that change the system go through `sudo -n` when false.
     root: bool,
@@ -30,25 +31,59 @@ pub(super) struct Guest<'a> {
 }
 
 impl<'a> Guest<'a> {
-    pub(super) async fn open(target: &Target, log: Log<'a>) -> Result<Guest<'a>, PushError> {
-        log(&format!(
-            "connecting to {}@{}:{}",
-            target.username, target.host, target.port
-        ));
-        let session = Session::connect(target).await?;
-        let how = match &target.host_key {
-            super::HostKeyPolicy::TrustOnFirstUse => "trusted on first use",
-            super::HostKeyPolicy::Pinned(_) => "matches the pinned key",
-        };
-        log(&format!("host key {} ({how})", session.host_key()));
+    pub(super) async fn open(target: &GuestTarget, log: Log<'a>) -> Result<Guest<'a>, PushError> {
+        match target {
+            GuestTarget::Ssh(t) => log(&format!(
+                "connecting to {}@{}:{}",
+                t.username, t.host, t.port
+            )),
+            GuestTarget::Tools(t) => log(&format!(
+                "connecting to VM {} as {} through VMware Tools via the vCenter at {}",
+                t.vm,
+                t.username,
+                t.vcenter_host()
+            )),
+        }
+        let session = Conn::connect(target).await?;
+        match target {
+            GuestTarget::Ssh(t) => {
+                let how = match &t.host_key {
+                    super::HostKeyPolicy::TrustOnFirstUse => "trusted on first use",
+                    super::HostKeyPolicy::Pinned(_) => "matches the pinned key",
+                };
+                log(&format!("host key {} ({how})", session.host_key()));
+            }
+            GuestTarget::Tools(_) => {
+                if let Conn::Tools(tools) = &session {
+                    log(&format!(
+                        "guest operations: logged in; commands run with their output in {}",
+                        tools.temp_dir()
+                    ));
+                }
+            }
+        }
         let mut guest = Guest {
             session,
-            user: target.username.clone(),
+            user: target.username().to_string(),
             root: false,
             home: String::new(),
-            timeout: target.command_timeout,
+            timeout: target.command_timeout(),
             log,
         };
+        // Closed on failure too: through VMware Tools that removes the guest's temporary folder.
+        match guest.identify().await {
+            Ok(()) => Ok(guest),
+            Err(e) => {
+                guest.session.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the login user is root, else its home and that `sudo -n` works.
+    async fn identify(&mut self) -> Result<(), PushError> {
+        let guest = self;
+        let log = guest.log;
         let id = guest.plain("id", "id -u").await?;
         let uid = probe::parse_uid(&id.stdout).map_err(|e| PushError::CommandFailed {
             step: "id".into(),
@@ -75,7 +110,7 @@ impl<'a> Guest<'a> {
                 guest.user
             ));
         }
-        Ok(guest)
+        Ok(())
     }
 
     /// Runs a command as the login user; a non-zero exit is [`PushError::CommandFailed`].

@@ -4,21 +4,22 @@
 use super::guest::{agent_binary, Guest};
 use super::probe::{self, quote};
 use super::script::{self, sq, Layout};
-use super::{InstallSpec, Log, Outcome, PushError, ServiceMode, Target};
+use super::{GuestTarget, InstallSpec, Log, Outcome, PushError, ServiceMode};
 
 /// Installs (or repairs) the agent: binary, configuration, registration with the spec's enrollment
 /// token, service, and a check that it runs.
 pub async fn install(
-    target: &Target,
+    target: impl Into<GuestTarget>,
     spec: &InstallSpec,
     log: Log<'_>,
 ) -> Result<Outcome, PushError> {
+    let target = target.into();
     script::check_spec(spec)?;
     let enrollment = spec
         .enrollment
         .as_ref()
         .ok_or_else(|| PushError::Invalid("an install needs an enrollment token".into()))?;
-    let guest = Guest::open(target, log).await?;
+    let guest = Guest::open(&target, log).await?;
     let result = install_steps(&guest, spec, enrollment, log).await;
     guest.session.close().await;
     result
@@ -121,12 +122,13 @@ async fn install_steps(
 /// Replaces the binary with the one for the guest's architecture and restarts the agent the way it
 /// was installed. Configuration and registration stay.
 pub async fn upgrade(
-    target: &Target,
+    target: impl Into<GuestTarget>,
     spec: &InstallSpec,
     log: Log<'_>,
 ) -> Result<Outcome, PushError> {
+    let target = target.into();
     script::check_prefix(&spec.prefix)?;
-    let guest = Guest::open(target, log).await?;
+    let guest = Guest::open(&target, log).await?;
     let result = upgrade_steps(&guest, spec, log).await;
     guest.session.close().await;
     result
@@ -165,9 +167,14 @@ async fn upgrade_steps(
 
 /// Stops the agent however it was started, removes its service files and everything under the
 /// prefix. Uninstalling what is not installed succeeds.
-pub async fn uninstall(target: &Target, prefix: &str, log: Log<'_>) -> Result<Outcome, PushError> {
+pub async fn uninstall(
+    target: impl Into<GuestTarget>,
+    prefix: &str,
+    log: Log<'_>,
+) -> Result<Outcome, PushError> {
+    let target = target.into();
     script::check_prefix(prefix)?;
-    let guest = Guest::open(target, log).await?;
+    let guest = Guest::open(&target, log).await?;
     let result = uninstall_steps(&guest, prefix, log).await;
     guest.session.close().await;
     result

@@ -23,15 +23,22 @@
 //! Commands that change the system run as root: directly when the SSH user is root, else through
 //! `sudo -n` (never prompting; a sudo that wants a password is [`PushError::SudoNeedsPassword`]).
 //! The binary goes over SFTP, or through `cat` on an exec channel when the server offers no SFTP.
+//!
+//! A guest the appliance cannot reach over the network is reached through its vCenter instead
+//! ([`GuestTarget::Tools`], `tools.rs`): vSphere guest operations (VMware Tools) run the same
+//! commands and copy the same files; only the way there differs (`conn.rs`).
 
+mod conn;
 mod guest;
 mod job;
 pub mod probe;
 pub mod script;
 pub mod ssh;
+pub mod tools;
 
 pub use job::{install, uninstall, upgrade};
 pub use probe::Arch;
+pub use tools::ToolsTarget;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -108,6 +115,41 @@ impl Target {
     }
 }
 
+/// The guest to reach, and how: over SSH, or through vSphere guest operations (VMware Tools).
+#[derive(Clone, Debug)]
+pub enum GuestTarget {
+    Ssh(Target),
+    Tools(ToolsTarget),
+}
+
+impl From<&Target> for GuestTarget {
+    fn from(t: &Target) -> GuestTarget {
+        GuestTarget::Ssh(t.clone())
+    }
+}
+
+impl From<&ToolsTarget> for GuestTarget {
+    fn from(t: &ToolsTarget) -> GuestTarget {
+        GuestTarget::Tools(t.clone())
+    }
+}
+
+impl GuestTarget {
+    pub fn username(&self) -> &str {
+        match self {
+            GuestTarget::Ssh(t) => &t.username,
+            GuestTarget::Tools(t) => &t.username,
+        }
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        match self {
+            GuestTarget::Ssh(t) => t.command_timeout,
+            GuestTarget::Tools(t) => t.command_timeout,
+        }
+    }
+}
+
 /// How the agent is kept running on the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,6 +221,7 @@ pub struct InstallSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// The host key's SHA-256 fingerprint (`SHA256:<base64>`): record it to pin the key next time.
+    /// Empty through VMware Tools (no SSH, no host key).
     pub host_key: String,
     pub arch: Option<Arch>,
     /// The distribution, from /etc/os-release.
@@ -226,6 +269,14 @@ pub enum PushError {
          in as root"
     )]
     SudoNeedsPassword { user: String },
+    /// Guest operations cannot reach the guest: the VM is powered off, or VMware Tools does not run
+    /// in it (yet: retryable then).
+    #[error("guest operations cannot reach VM {vm}: {detail}")]
+    ToolsNotRunning {
+        vm: String,
+        detail: String,
+        retryable: bool,
+    },
     #[error("the agent did not register with the appliance within {waited_secs} s")]
     AgentDidNotRegister { waited_secs: u64 },
     #[error("{step} timed out after {secs} s")]
@@ -243,7 +294,13 @@ impl PushError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            PushError::HostUnreachable { .. } | PushError::Timeout { .. } | PushError::Ssh(_)
+            PushError::HostUnreachable { .. }
+                | PushError::Timeout { .. }
+                | PushError::Ssh(_)
+                | PushError::ToolsNotRunning {
+                    retryable: true,
+                    ..
+                }
         )
     }
 
@@ -257,6 +314,7 @@ impl PushError {
             PushError::NotEnoughSpace { .. } => "not_enough_space",
             PushError::CommandFailed { .. } => "command_failed",
             PushError::SudoNeedsPassword { .. } => "sudo_needs_password",
+            PushError::ToolsNotRunning { .. } => "tools_not_running",
             PushError::AgentDidNotRegister { .. } => "agent_did_not_register",
             PushError::Timeout { .. } => "timeout",
             PushError::Ssh(_) => "ssh",

@@ -32,6 +32,15 @@ pub enum MgmtError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// vCenter plugin: the vCenter does not know the session the plugin sent.
+    #[error("{0}")]
+    VcenterSessionInvalid(String),
+    /// vCenter plugin: the session is live but its user has no Ferry role on this vCenter.
+    #[error("{0}")]
+    PluginUserNotMapped(String),
+    /// vCenter plugin: the vCenter that would verify the session does not answer.
+    #[error("{0}")]
+    VcenterUnreachable(String),
 }
 
 impl MgmtError {
@@ -58,6 +67,9 @@ impl MgmtError {
             MgmtError::TooManyAttempts { .. } => "too_many_attempts",
             MgmtError::Unavailable(_) => "unavailable",
             MgmtError::Internal(_) => "internal",
+            MgmtError::VcenterSessionInvalid(_) => "vcenter_session_invalid",
+            MgmtError::PluginUserNotMapped(_) => "plugin_user_not_mapped",
+            MgmtError::VcenterUnreachable(_) => "vcenter_unreachable",
         }
     }
 
@@ -65,12 +77,15 @@ impl MgmtError {
     pub fn status(&self) -> u16 {
         match self {
             MgmtError::BadRequest(_) | MgmtError::InvalidField { .. } => 400,
-            MgmtError::Unauthenticated(_) => 401,
-            MgmtError::Forbidden(_) | MgmtError::Csrf | MgmtError::BadSetupToken => 403,
+            MgmtError::Unauthenticated(_) | MgmtError::VcenterSessionInvalid(_) => 401,
+            MgmtError::Forbidden(_)
+            | MgmtError::Csrf
+            | MgmtError::BadSetupToken
+            | MgmtError::PluginUserNotMapped(_) => 403,
             MgmtError::NotFound(_) => 404,
             MgmtError::SetupRequired | MgmtError::SetupComplete | MgmtError::Conflict(_) => 409,
             MgmtError::TooManyAttempts { .. } => 429,
-            MgmtError::Unavailable(_) => 503,
+            MgmtError::Unavailable(_) | MgmtError::VcenterUnreachable(_) => 503,
             MgmtError::Internal(_) => 500,
         }
     }
@@ -79,7 +94,10 @@ impl MgmtError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            MgmtError::TooManyAttempts { .. } | MgmtError::Unavailable(_) | MgmtError::Internal(_)
+            MgmtError::TooManyAttempts { .. }
+                | MgmtError::Unavailable(_)
+                | MgmtError::Internal(_)
+                | MgmtError::VcenterUnreachable(_)
         )
     }
 }

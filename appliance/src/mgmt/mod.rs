@@ -7,7 +7,11 @@ pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod guest_credentials;
 pub mod login_limit;
+pub mod plugin;
+pub mod plugin_auth;
+pub mod protect;
 pub mod push_jobs;
 pub mod restore_jobs;
 pub mod settings;
@@ -95,6 +99,11 @@ pub struct Core {
     /// Push installs of the mobility agent into guests over SSH.
     pub push_jobs: push_jobs::PushJobs,
     pub vcenters: vcenters::Vcenters,
+    /// The vCenter plugin: its registration, and the sign-in of its calls.
+    pub plugin: plugin::Plugin,
+    pub plugin_auth: plugin_auth::PluginAuth,
+    /// Named guest logins push installs refer to.
+    pub guest_credentials: guest_credentials::GuestCredentials,
     pub started: Instant,
     running: Arc<RwLock<Option<Running>>>,
 }
@@ -120,7 +129,19 @@ impl Core {
             cfg.data_dir.clone(),
             Arc::new(actors::discovery::VsphereConnector::default()),
         )?;
+        push_jobs.use_vcenters(vcenters.clone());
+        let guest_credentials =
+            guest_credentials::GuestCredentials::new(state.clone(), cfg.data_dir.clone())?;
+        let plugin = plugin::Plugin::new(cfg.clone(), state.clone(), vcenters.clone());
+        let plugin_auth = plugin_auth::PluginAuth::new(
+            vcenters.clone(),
+            Arc::new(plugin_auth::VsphereVerifier::default()),
+            plugin_session_ttl(),
+        );
         Ok(Core {
+            plugin,
+            plugin_auth,
+            guest_credentials,
             cfg,
             state,
             tls,
@@ -153,4 +174,16 @@ impl Core {
     pub fn set_running(&self, running: Option<Running>) {
         *self.running.write().expect("running lock") = running;
     }
+}
+
+/// How long a checked vCenter plugin session is trusted; `FERRY_TEST_PLUGIN_SESSION_TTL_SECS`
+/// shortens it for end-to-end tests (0: every call asks the vCenter).
+fn plugin_session_ttl() -> std::time::Duration {
+    std::env::var("FERRY_TEST_PLUGIN_SESSION_TTL_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(std::time::Duration::from_secs)
+        .map_or(plugin_auth::DEFAULT_TTL, |t| {
+            t.min(plugin_auth::DEFAULT_TTL)
+        })
 }

@@ -1,4 +1,5 @@
-//! Push-install jobs: install, upgrade or uninstall the mobility agent in a Linux guest over SSH
+//! Push-install jobs: install, upgrade or uninstall the mobility agent in a Linux guest over SSH or,
+//! for a guest reached only through its vCenter, over vSphere guest operations (VMware Tools)
 //! (`actors::push`), in the background, with retries, a log and a readable error.
 //!
 //! Each job is a record in the sled tree `push_jobs`: key = the job id (16 hex digits of a sled id,
@@ -16,18 +17,23 @@
 //! `host:port` (tree `push_host_keys`) is required, and the first job to a host trusts and records the
 //! key it is shown. A changed key fails with `host_key_changed`; pinning the new key in the next
 //! request (or [`PushJobs::forget_host_key`]) accepts it.
+//!
+//! Through VMware Tools (`via: vmware_tools`) the request names the VM as `<vCenter id>/<moref>`;
+//! the job logs in to that stored vCenter (`Vcenters::login_target`, the login discovery uses) and
+//! has no host, port or host key.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use actors::push::{self, PushError};
+use actors::push::PushError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 
 use super::auth::{Principal, Role};
+use super::vcenters::Vcenters;
 use super::{MgmtError, Page, PageRequest};
 use crate::registry::{Enrollments, IssuedEnrollment};
 use crate::state::{now_rfc3339, State, StateError};
@@ -39,7 +45,9 @@ mod record;
 #[path = "push_jobs_run.rs"]
 mod run;
 
+pub(crate) use checks::Plan;
 pub(crate) use record::state_name;
+pub use record::Via;
 use record::{decode_view, describe, host_key_name, push_log, put, record};
 pub(crate) use run::{ssh_executor, Executor};
 
@@ -85,7 +93,8 @@ impl PushJobState {
     }
 }
 
-/// How to log in to the guest. Used by the job's task and never stored.
+/// How to log in to the guest (VMware Tools: a password only). Used by the job's task and never
+/// stored.
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PushAuth {
@@ -116,7 +125,12 @@ fn default_port() -> u16 {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushRequest {
-    /// Guest address (name or IP) as the appliance reaches it.
+    /// `ssh` (default) or `vmware_tools`.
+    #[serde(default)]
+    pub via: Via,
+    /// Guest address (name or IP) as the appliance reaches it (SSH only; leave it out with
+    /// `vmware_tools`).
+    #[serde(default)]
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
@@ -136,7 +150,7 @@ pub struct PushRequest {
     /// Disks on the guest to protect (install).
     #[serde(default)]
     pub disks: Vec<String>,
-    /// The VM: a vCenter id and managed object id (`vc-1/vm-42`) or a free label.
+    /// The VM: a vCenter id and managed object id (`vc-1/vm-42`) or, over SSH, a free label.
     pub vm: String,
     #[serde(default)]
     pub operation: Operation,
@@ -150,8 +164,8 @@ pub struct PushRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushJobError {
     /// `authentication_failed`, `host_unreachable`, `host_key_changed`, `unsupported_os`,
-    /// `not_enough_space`, `command_failed`, `sudo_needs_password`, `agent_did_not_register`,
-    /// `timeout`, `ssh`, `invalid`, `interrupted`.
+    /// `not_enough_space`, `command_failed`, `sudo_needs_password`, `tools_not_running`,
+    /// `agent_did_not_register`, `timeout`, `ssh`, `invalid`, `interrupted`.
     pub code: String,
     pub message: String,
     pub retryable: bool,
@@ -171,6 +185,10 @@ impl From<&PushError> for PushJobError {
 pub struct PushJobView {
     pub id: String,
     pub vm: String,
+    /// `ssh` or `vmware_tools`.
+    #[serde(default)]
+    pub via: Via,
+    /// SSH only: empty (and port 0) through VMware Tools.
     pub host: String,
     pub port: u16,
     pub username: String,
@@ -250,7 +268,10 @@ struct Inner {
     settings: PushSettings,
     executor: Executor,
     slots: Semaphore,
-    /// Queued and running jobs by id, with their target (`host:port`) for the one-job-per-host rule.
+    /// The stored vCenters, for jobs through VMware Tools (attached once the core has them).
+    vcenters: OnceLock<Vcenters>,
+    /// Queued and running jobs by id, with their target (`host:port`, or `vm:<vm>` through VMware
+    /// Tools) for the one-job-per-guest rule.
     live: Mutex<HashMap<String, (String, Arc<Live>)>>,
     /// Serializes read-modify-write of job records (log lines from a task, cancel from a request).
     records: Mutex<()>,
@@ -289,6 +310,7 @@ impl PushJobs {
                 settings,
                 executor,
                 slots: Semaphore::new(MAX_RUNNING),
+                vcenters: OnceLock::new(),
                 live: Mutex::new(HashMap::new()),
                 records: Mutex::new(()),
             }),
@@ -299,6 +321,11 @@ impl PushJobs {
             Err(err) => tracing::error!(%err, "could not recover interrupted push jobs"),
         }
         jobs
+    }
+
+    /// Lets jobs reach guests through these vCenters (`via: vmware_tools`); the first call counts.
+    pub fn use_vcenters(&self, vcenters: Vcenters) {
+        let _ = self.inner.vcenters.set(vcenters);
     }
 
     /// Marks every job recorded as queued or running but not live in this process failed with
@@ -353,8 +380,8 @@ impl PushJobs {
                 "push installs need the admin role".into(),
             ));
         }
-        let plan = checks::plan(&self.inner.settings, req)?;
-        let target_key = format!("{}:{}", plan.target.host, plan.target.port);
+        let plan = checks::plan(&self.inner.settings, self.inner.vcenters.get(), req)?;
+        let target_key = plan.target_key();
         let mut live_map = self.live();
         if live_map.values().any(|(t, _)| *t == target_key) {
             return Err(MgmtError::Conflict(format!(
@@ -367,9 +394,10 @@ impl PushJobs {
         let view = PushJobView {
             id: id.clone(),
             vm: plan.vm.clone(),
-            host: plan.target.host.clone(),
-            port: plan.target.port,
-            username: plan.target.username.clone(),
+            via: plan.via(),
+            host: plan.ssh().map(|t| t.host.clone()).unwrap_or_default(),
+            port: plan.ssh().map_or(0, |t| t.port),
+            username: plan.target.username().to_string(),
             operation: plan.operation,
             state: PushJobState::Queued,
             attempts: 0,
@@ -535,16 +563,6 @@ impl PushJobs {
         }
         Ok(())
     }
-}
-
-/// What a checked request becomes: everything the task needs, credentials included.
-pub(crate) struct Plan {
-    pub operation: Operation,
-    pub vm: String,
-    pub target: push::Target,
-    /// The request pinned this key (else: the recorded one, else trust on first use).
-    pub pinned: Option<String>,
-    pub spec: push::InstallSpec,
 }
 
 /// The running part of a job (see `push_jobs_run.rs`).

@@ -1,9 +1,10 @@
 //! What a push request must pass before a job is queued: every field that reaches a guest, a shell
 //! or a log is checked here, so a job fails for reasons of the guest, not of its request.
 
-use actors::push::{self, script, ssh, Auth, HostKeyPolicy, InstallSpec, Target};
+use actors::push::{self, script, ssh, Auth, HostKeyPolicy, InstallSpec, Target, ToolsTarget};
 
-use super::{Operation, Plan, PushAuth, PushRequest, PushSettings};
+use super::{Operation, PushAuth, PushRequest, PushSettings, Via};
+use crate::mgmt::vcenters::Vcenters;
 use crate::mgmt::MgmtError;
 
 const MAX_VM_CHARS: usize = 256;
@@ -93,21 +94,111 @@ fn check_auth(auth: PushAuth) -> Result<Auth, MgmtError> {
     }
 }
 
-/// Checks a request and turns it into a [`Plan`].
-pub(super) fn plan(settings: &PushSettings, req: PushRequest) -> Result<Plan, MgmtError> {
-    let vm = check_vm(&req.vm)?;
-    let host = check_host(&req.host)?;
-    if req.port == 0 {
-        return Err(invalid("port", "must be 1 to 65535"));
+/// `<vCenter id>/<moref>` of a VM a job reaches through VMware Tools.
+fn split_vm(vm: &str) -> Result<(&str, &str), MgmtError> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 80
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    match vm.split_once('/') {
+        Some((vc, moref)) if plain(vc) && plain(moref) => Ok((vc, moref)),
+        _ => Err(invalid(
+            "vm",
+            "through VMware Tools, name the VM as <vCenter id>/<moref> (e.g. vc-1/vm-42)",
+        )),
     }
+}
+
+/// The guest through its vCenter: no host, port or host key; a password login.
+fn tools_target(
+    settings: &PushSettings,
+    vcenters: Option<&Vcenters>,
+    req: &PushRequest,
+    vm: &str,
+    auth: Auth,
+) -> Result<ToolsTarget, MgmtError> {
+    let not_here = |field: &str| {
+        invalid(
+            field,
+            "does not apply with via vmware_tools: the guest is reached through its vCenter",
+        )
+    };
+    if !req.host.trim().is_empty() {
+        return Err(not_here("host"));
+    }
+    if req.port != 22 {
+        return Err(not_here("port"));
+    }
+    if req.host_key.is_some() {
+        return Err(not_here("host_key"));
+    }
+    let Auth::Password(password) = auth else {
+        return Err(invalid(
+            "auth",
+            "VMware Tools logs in with a user name and password: use {\"kind\":\"password\"}",
+        ));
+    };
+    let (vcenter_id, moref) = split_vm(vm)?;
+    let vcenters = vcenters.ok_or_else(|| {
+        MgmtError::Unavailable("the vCenters are not loaded yet; retry shortly".into())
+    })?;
+    let login = vcenters.login_target(vcenter_id).map_err(|e| match e {
+        MgmtError::NotFound(_) => invalid("vm", format!("no vCenter {vcenter_id} is stored")),
+        other => other,
+    })?;
+    Ok(ToolsTarget {
+        vcenter_url: login.url,
+        vcenter_credentials: login.credentials,
+        vcenter_trust: login.trust,
+        vm: moref.to_string(),
+        username: req.username.clone(),
+        password,
+        connect_timeout: settings.connect_timeout,
+        command_timeout: settings.command_timeout,
+        upload_timeout: settings.upload_timeout,
+    })
+}
+
+/// Checks a request and turns it into a [`Plan`].
+pub(super) fn plan(
+    settings: &PushSettings,
+    vcenters: Option<&Vcenters>,
+    req: PushRequest,
+) -> Result<Plan, MgmtError> {
+    let vm = check_vm(&req.vm)?;
     check_username(&req.username)?;
-    let auth = check_auth(req.auth)?;
-    let pinned = req
-        .host_key
-        .as_deref()
-        .map(ssh::normalize_fingerprint)
-        .transpose()
-        .map_err(|e| invalid("host_key", e))?;
+    let auth = check_auth(req.auth.clone())?;
+    let (target, pinned) = match req.via {
+        Via::Ssh => {
+            let host = check_host(&req.host)?;
+            if req.port == 0 {
+                return Err(invalid("port", "must be 1 to 65535"));
+            }
+            let pinned = req
+                .host_key
+                .as_deref()
+                .map(ssh::normalize_fingerprint)
+                .transpose()
+                .map_err(|e| invalid("host_key", e))?;
+            let mut target = Target::new(
+                &host,
+                req.port,
+                &req.username,
+                auth,
+                HostKeyPolicy::TrustOnFirstUse,
+            );
+            target.connect_timeout = settings.connect_timeout;
+            target.command_timeout = settings.command_timeout;
+            target.upload_timeout = settings.upload_timeout;
+            (push::GuestTarget::Ssh(target), pinned)
+        }
+        Via::VmwareTools => (
+            push::GuestTarget::Tools(tools_target(settings, vcenters, &req, &vm, auth)?),
+            None,
+        ),
+    };
     let prefix = req
         .prefix
         .unwrap_or_else(|| push::DEFAULT_PREFIX.to_string());
@@ -150,16 +241,6 @@ pub(super) fn plan(settings: &PushSettings, req: PushRequest) -> Result<Plan, Mg
     }
     script::check_ca_fingerprint(&settings.ca_fingerprint)
         .map_err(|e| MgmtError::Internal(e.to_string()))?;
-    let mut target = Target::new(
-        &host,
-        req.port,
-        &req.username,
-        auth,
-        HostKeyPolicy::TrustOnFirstUse,
-    );
-    target.connect_timeout = settings.connect_timeout;
-    target.command_timeout = settings.command_timeout;
-    target.upload_timeout = settings.upload_timeout;
     Ok(Plan {
         operation: req.operation,
         vm,
@@ -176,4 +257,38 @@ pub(super) fn plan(settings: &PushSettings, req: PushRequest) -> Result<Plan, Mg
             interval_secs: req.interval_secs,
         },
     })
+}
+
+/// What a checked request becomes: everything the task needs, credentials included.
+pub(crate) struct Plan {
+    pub operation: Operation,
+    pub vm: String,
+    pub target: push::GuestTarget,
+    /// The request pinned this key (else: the recorded one, else trust on first use). SSH only.
+    pub pinned: Option<String>,
+    pub spec: push::InstallSpec,
+}
+
+impl Plan {
+    pub fn via(&self) -> Via {
+        match self.target {
+            push::GuestTarget::Ssh(_) => Via::Ssh,
+            push::GuestTarget::Tools(_) => Via::VmwareTools,
+        }
+    }
+
+    pub fn ssh(&self) -> Option<&push::Target> {
+        match &self.target {
+            push::GuestTarget::Ssh(t) => Some(t),
+            push::GuestTarget::Tools(_) => None,
+        }
+    }
+
+    /// What at most one live job may have: the SSH endpoint, or the VM.
+    pub(super) fn target_key(&self) -> String {
+        match &self.target {
+            push::GuestTarget::Ssh(t) => format!("{}:{}", t.host, t.port),
+            push::GuestTarget::Tools(_) => format!("vm:{}", self.vm),
+        }
+    }
 }

@@ -438,3 +438,67 @@ fn log_lines_are_bounded_and_one_line_each() {
         .unwrap()
         .contains(&format!("line {}", MAX_LOG_LINES + 9)));
 }
+
+#[tokio::test]
+async fn vmware_tools_requests_name_a_stored_vcenter_and_no_ssh_endpoint() {
+    let f = fixture(vec![]);
+    let by = admin();
+    let tools = |change: &dyn Fn(&mut PushRequest)| {
+        let mut req = PushRequest {
+            via: Via::VmwareTools,
+            host: String::new(),
+            ..request("h")
+        };
+        change(&mut req);
+        req
+    };
+    let cases: Vec<(&str, PushRequest)> = vec![
+        ("host", tools(&|r| r.host = "10.0.0.5".into())),
+        ("port", tools(&|r| r.port = 2222)),
+        (
+            "host_key",
+            tools(&|r| r.host_key = Some(format!("SHA256:{}", "A".repeat(43)))),
+        ),
+        ("vm", tools(&|r| r.vm = "a free label".into())),
+        ("vm", tools(&|r| r.vm = "vc-1/".into())),
+        ("vm", tools(&|r| r.vm = "/vm-42".into())),
+        ("vm", tools(&|r| r.vm = "vc-1/vm-42; reboot".into())),
+        ("username", tools(&|r| r.username = String::new())),
+    ];
+    for (field, req) in cases {
+        match f.jobs.start(&by, "local", req) {
+            Err(MgmtError::InvalidField { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    // Before the core attached its vCenters nothing can be resolved.
+    assert_eq!(
+        f.jobs
+            .start(&by, "local", tools(&|_| {}))
+            .unwrap_err()
+            .code(),
+        "unavailable"
+    );
+    let other = tempfile::tempdir().unwrap();
+    let (vcenters, _state) = crate::mgmt::vcenters::testkit::vcenters_in(
+        other.path(),
+        &crate::mgmt::vcenters::testkit::FakeVcenter::new(),
+    );
+    f.jobs.use_vcenters(vcenters);
+    match f.jobs.start(&by, "local", tools(&|_| {})) {
+        Err(MgmtError::InvalidField { field, message }) => {
+            assert_eq!(field, "vm");
+            assert!(message.contains("vc-1"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let none = PageRequest {
+        limit: None,
+        offset: None,
+    };
+    assert!(f.jobs.list(none).unwrap().items.is_empty());
+    // Old records (before `via`) read as SSH jobs.
+    let old = r#"{"id":"1","vm":"v","host":"h","port":22,"username":"u","operation":"install","state":"failed","attempts":1,"log":[],"error":null,"host_key":null,"agent_id":null,"service":null,"arch":null,"os":null,"enrollments":[],"requested_by":"a","created_at":"x","started_at":null,"finished_at":null}"#;
+    let view: PushJobView = serde_json::from_str(old).unwrap();
+    assert_eq!(view.via, Via::Ssh);
+}

@@ -1,5 +1,7 @@
 //! How push job records are named, described, logged to and stored.
 
+use serde::{Deserialize, Serialize};
+
 use super::{MgmtError, Operation, PushJobState, PushJobView, MAX_LOG_LINES, TREE};
 use crate::state::{decode_record, encode_record, now_rfc3339, StateError};
 
@@ -25,17 +27,46 @@ pub(super) fn operation_name(op: Operation) -> &'static str {
     }
 }
 
+/// How a job reaches the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// SSH to `host:port`.
+    #[default]
+    Ssh,
+    /// vSphere guest operations through the vCenter of `vm` (`<vCenter id>/<moref>`).
+    VmwareTools,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Ssh => "ssh",
+            Via::VmwareTools => "vmware_tools",
+        }
+    }
+}
+
 /// The audit detail naming a job.
 pub(super) fn describe(view: &PushJobView) -> String {
-    format!(
-        "job {}: {} to {}@{}:{} for vm {}",
-        view.id,
-        operation_name(view.operation),
-        view.username,
-        view.host,
-        view.port,
-        view.vm
-    )
+    match view.via {
+        Via::Ssh => format!(
+            "job {}: {} to {}@{}:{} for vm {}",
+            view.id,
+            operation_name(view.operation),
+            view.username,
+            view.host,
+            view.port,
+            view.vm
+        ),
+        Via::VmwareTools => format!(
+            "job {}: {} as {} for vm {} through VMware Tools",
+            view.id,
+            operation_name(view.operation),
+            view.username,
+            view.vm
+        ),
+    }
 }
 
 /// Appends a timestamped line, keeping at most [`MAX_LOG_LINES`].

@@ -22,24 +22,36 @@ use crate::state::now_rfc3339;
 /// One attempt, as the executor gets it.
 pub(crate) struct Attempt {
     pub operation: Operation,
-    pub target: push::Target,
+    pub target: push::GuestTarget,
     pub spec: push::InstallSpec,
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
-/// Runs one attempt. The real one is SSH ([`ssh_executor`]); tests put in their own.
+#[cfg(test)]
+impl Attempt {
+    /// The SSH target, when the attempt goes over SSH.
+    pub fn ssh(&self) -> Option<&push::Target> {
+        match &self.target {
+            push::GuestTarget::Ssh(t) => Some(t),
+            push::GuestTarget::Tools(_) => None,
+        }
+    }
+}
+
+/// Runs one attempt. The real one is [`ssh_executor`] (SSH or VMware Tools, as the target says);
+/// tests put in their own.
 pub(crate) type Executor =
     Arc<dyn Fn(Attempt) -> BoxFuture<'static, Result<push::Outcome, PushError>> + Send + Sync>;
 
-/// The executor that reaches guests over SSH.
+/// The executor that reaches guests over SSH or through VMware Tools.
 pub(crate) fn ssh_executor() -> Executor {
     Arc::new(|a: Attempt| {
         Box::pin(async move {
             let log = &*a.log;
             match a.operation {
-                Operation::Install => push::install(&a.target, &a.spec, log).await,
-                Operation::Upgrade => push::upgrade(&a.target, &a.spec, log).await,
-                Operation::Uninstall => push::uninstall(&a.target, &a.spec.prefix, log).await,
+                Operation::Install => push::install(a.target, &a.spec, log).await,
+                Operation::Upgrade => push::upgrade(a.target, &a.spec, log).await,
+                Operation::Uninstall => push::uninstall(a.target, &a.spec.prefix, log).await,
             }
         })
     })
@@ -132,14 +144,16 @@ pub(super) async fn execute(jobs: &PushJobs, id: &str, plan: &Plan, live: &Live)
             }
         }
         let mut target = plan.target.clone();
-        let recorded = match jobs.known_host_key(&target.host, target.port) {
-            Ok(k) => k,
-            Err(e) => return internal(e),
-        };
-        target.host_key = match plan.pinned.clone().or(recorded) {
-            Some(key) => HostKeyPolicy::Pinned(key),
-            None => HostKeyPolicy::TrustOnFirstUse,
-        };
+        if let push::GuestTarget::Ssh(ssh) = &mut target {
+            let recorded = match jobs.known_host_key(&ssh.host, ssh.port) {
+                Ok(k) => k,
+                Err(e) => return internal(e),
+            };
+            ssh.host_key = match plan.pinned.clone().or(recorded) {
+                Some(key) => HostKeyPolicy::Pinned(key),
+                None => HostKeyPolicy::TrustOnFirstUse,
+            };
+        }
         let run = (jobs.inner.executor)(Attempt {
             operation: plan.operation,
             target,
@@ -224,14 +238,18 @@ fn record_outcome(
     plan: &Plan,
     outcome: &push::Outcome,
 ) -> Result<(), MgmtError> {
-    let keys = jobs.inner.state.db().open_tree(HOST_KEYS_TREE)?;
-    let name = super::host_key_name(&plan.target.host, plan.target.port);
-    if keys.get(&name)?.as_deref() != Some(outcome.host_key.as_bytes()) {
-        keys.insert(name, outcome.host_key.as_bytes())?;
-        keys.flush()?;
+    if let Some(ssh) = plan.ssh() {
+        let keys = jobs.inner.state.db().open_tree(HOST_KEYS_TREE)?;
+        let name = super::host_key_name(&ssh.host, ssh.port);
+        if keys.get(&name)?.as_deref() != Some(outcome.host_key.as_bytes()) {
+            keys.insert(name, outcome.host_key.as_bytes())?;
+            keys.flush()?;
+        }
     }
     jobs.update(id, |v| {
-        v.host_key = Some(outcome.host_key.clone());
+        if plan.ssh().is_some() {
+            v.host_key = Some(outcome.host_key.clone());
+        }
         v.agent_id = outcome.agent_id.clone().or(v.agent_id.take());
         v.service = outcome.service.map(|s| s.name().to_string());
         v.arch = outcome.arch.map(|a| a.name().to_string());

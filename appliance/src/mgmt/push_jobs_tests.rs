@@ -54,17 +54,18 @@ fn executor(fake: Arc<Fake>) -> Executor {
                 .pop_front()
                 .unwrap_or(Step::Fail(PushError::Invalid("no step left".into())));
             let token = a.spec.enrollment.as_ref().map(|e| e.token.clone());
+            let ssh = a.ssh().expect("these jobs go over SSH").clone();
             fake.seen.lock().unwrap().push(Seen {
-                host: a.target.host.clone(),
-                policy: a.target.host_key.clone(),
+                host: ssh.host.clone(),
+                policy: ssh.host_key.clone(),
                 token: token.clone(),
             });
             (a.log)("fake guest step");
             let presented = fake.host_key.lock().unwrap().clone();
-            if let HostKeyPolicy::Pinned(expected) = &a.target.host_key {
+            if let HostKeyPolicy::Pinned(expected) = &ssh.host_key {
                 if *expected != presented {
                     return Err(PushError::HostKeyChanged {
-                        host: a.target.host.clone(),
+                        host: ssh.host.clone(),
                         expected: expected.clone(),
                         found: presented,
                     });
@@ -140,6 +141,7 @@ fn admin() -> Principal {
 
 fn request(host: &str) -> PushRequest {
     PushRequest {
+        via: Default::default(),
         host: host.into(),
         port: 22,
         username: "root".into(),

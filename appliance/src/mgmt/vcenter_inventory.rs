@@ -67,6 +67,10 @@ pub struct VcenterVm {
     /// The registered agent running in this VM (matched by BIOS UUID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// Whether the appliance protects this VM (`mgmt/protect.rs`): set in every API answer, never
+    /// stored with the inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<crate::mgmt::protect::VmProtection>,
 }
 
 /// Filters and paging of a VM list.
@@ -119,6 +123,7 @@ impl VcenterVm {
                 })
                 .collect(),
             agent_id: None,
+            protection: None,
         }
     }
 }

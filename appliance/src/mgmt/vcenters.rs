@@ -12,6 +12,7 @@
 //! appliance through the API. A vCenter is only stored after a login with its URL, credential and
 //! thumbprint worked, so a typo is answered at once rather than found later as an unhealthy vCenter.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use actors::discovery::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::auth::Principal;
+use super::auth::{Principal, Role};
 use super::{MgmtError, Page, PageRequest};
 use crate::state::{decode_record, encode_record, now_rfc3339, State, StateError};
 
@@ -33,6 +34,8 @@ mod inventory;
 #[cfg(test)]
 #[path = "vcenter_inventory_tests.rs"]
 mod inventory_tests;
+#[path = "vcenter_plugin_roles.rs"]
+mod plugin_roles;
 #[path = "vcenter_seal.rs"]
 pub mod seal;
 #[cfg(test)]
@@ -45,6 +48,7 @@ mod tests;
 mod validate;
 
 pub use inventory::{VcenterVm, VmDisk, VmNic, VmQuery};
+pub use plugin_roles::PluginTarget;
 pub use validate::{normalize_thumbprint, normalize_url};
 
 const VCENTERS_TREE: &str = "vcenters";
@@ -82,6 +86,9 @@ pub(crate) struct VcenterRecord {
     /// Whether discovery retries by itself (false: it waits for a fix by an operator).
     #[serde(default)]
     pub retrying: bool,
+    /// vCenter plugin: vCenter user name (or `*`) -> Ferry role.
+    #[serde(default)]
+    pub plugin_roles: BTreeMap<String, Role>,
 }
 
 /// A vCenter as the API shows it (never its password).
@@ -105,6 +112,9 @@ pub struct VcenterView {
     pub presented_thumbprint: Option<String>,
     /// VMs discovered.
     pub vm_count: usize,
+    /// The Ferry role of each vCenter user the vCenter plugin signs in (`*`: everyone else).
+    #[serde(default)]
+    pub plugin_roles: BTreeMap<String, Role>,
 }
 
 /// `POST /api/v1/vcenters`.
@@ -137,6 +147,8 @@ pub struct VcenterUpdate {
     pub username: Option<String>,
     pub password: Option<String>,
     pub thumbprint: Option<String>,
+    /// Replaces the plugin's role table, vCenter user (`DOMAIN\user`) or `*` -> role (no login).
+    pub plugin_roles: Option<BTreeMap<String, Role>>,
 }
 
 impl std::fmt::Debug for VcenterUpdate {
@@ -145,6 +157,7 @@ impl std::fmt::Debug for VcenterUpdate {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "(given)"))
             .field("thumbprint", &self.thumbprint)
+            .field("plugin_roles", &self.plugin_roles)
             .finish()
     }
 }
@@ -312,6 +325,7 @@ impl Vcenters {
             last_error: r.last_error,
             last_sync: r.last_sync,
             presented_thumbprint: r.presented_thumbprint,
+            plugin_roles: r.plugin_roles,
         }
     }
 
@@ -327,6 +341,13 @@ impl Vcenters {
             },
             trust: trust_of(&r.thumbprint),
         })
+    }
+
+    /// The login of stored vCenter `id` (URL, credentials, pinned trust), as discovery uses it:
+    /// push jobs reach guests through it.
+    pub(crate) fn login_target(&self, id: &str) -> Result<VcenterTarget, MgmtError> {
+        let record = self.record(id)?.ok_or_else(|| not_found(id))?;
+        self.target(&record)
     }
 
     /// Logs in once with `target` and logs out again: the check before anything is stored.
@@ -403,6 +424,7 @@ impl Vcenters {
             last_sync: None,
             presented_thumbprint: None,
             retrying: false,
+            plugin_roles: BTreeMap::new(),
         };
         {
             let _write = self.inner.write.lock().expect("vcenter write lock");
@@ -436,10 +458,19 @@ impl Vcenters {
         id: &str,
         update: VcenterUpdate,
     ) -> Result<VcenterView, MgmtError> {
+        let roles = update
+            .plugin_roles
+            .as_ref()
+            .map(plugin_roles::check)
+            .transpose()?;
         if update.username.is_none() && update.password.is_none() && update.thumbprint.is_none() {
-            return Err(MgmtError::BadRequest(
-                "nothing to change: send username and/or password, or thumbprint".into(),
-            ));
+            return match roles {
+                Some(roles) => self.set_plugin_roles(by, source, id, roles),
+                None => Err(MgmtError::BadRequest(
+                    "nothing to change: send username and/or password, thumbprint, or plugin_roles"
+                        .into(),
+                )),
+            };
         }
         let current = self.record(id)?.ok_or_else(|| not_found(id))?;
         let username = match &update.username {
@@ -479,6 +510,9 @@ impl Vcenters {
             record.last_error = None;
             record.presented_thumbprint = None;
             record.retrying = false;
+            if let Some(roles) = &roles {
+                record.plugin_roles.clone_from(roles);
+            }
             self.put(&record)?;
             record
         };
@@ -491,6 +525,9 @@ impl Vcenters {
         }
         if update.thumbprint.is_some() {
             changed.push(format!("thumbprint {thumbprint}"));
+        }
+        if let Some(roles) = &roles {
+            changed.push(plugin_roles::describe(roles));
         }
         self.inner.state.audit_as(
             &by.user,

@@ -1,14 +1,18 @@
-//! Who is calling: the bearer token (scripts, the CLI, the vCenter plugin) or the UI's session cookie,
-//! checked by the management core. A cookie-authenticated call that changes something must also carry
-//! the session's CSRF token, so another site cannot ride on the browser's cookie.
+//! Who is calling: the bearer token (scripts, the CLI), the vCenter plugin's vCenter session
+//! (`Authorization: vCenter-Session`, checked with that vCenter) or the UI's session cookie, checked by
+//! the management core. A cookie-authenticated call that changes something must also carry the
+//! session's CSRF token, so another site cannot ride on the browser's cookie; header-authenticated
+//! calls need none.
 
-use std::future::{ready, Ready};
+use std::future::ready;
 
 use actix_web::dev::Payload;
 use actix_web::{http::Method, FromRequest, HttpRequest};
+use futures::future::LocalBoxFuture;
 
 use super::error::ApiError;
 use crate::mgmt::auth::{Principal, Role};
+use crate::mgmt::plugin_auth::{PluginCredentials, VCENTER_HEADER};
 use crate::mgmt::{Core, MgmtError};
 
 /// Name of the UI's session cookie.
@@ -105,11 +109,50 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     })
 }
 
+/// A vCenter plugin call: the core and what it presents. `Ok(None)`: no plugin call.
+fn plugin_call(req: &HttpRequest) -> Result<Option<(Core, PluginCredentials)>, ApiError> {
+    let Some(authorization) = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let vcenter = req
+        .headers()
+        .get(VCENTER_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let Some(creds) = PluginCredentials::parse(authorization, vcenter)? else {
+        return Ok(None);
+    };
+    let core = req
+        .app_data::<actix_web::web::Data<Core>>()
+        .ok_or_else(|| MgmtError::Internal("management core missing".into()))?;
+    if !core.setup.is_complete() {
+        return Err(MgmtError::SetupRequired.into());
+    }
+    Ok(Some((core.get_ref().clone(), creds)))
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        match plugin_call(req) {
+            Ok(Some((core, creds))) => {
+                let source = source(req);
+                Box::pin(async move {
+                    let principal = core.plugin_auth.authenticate(&creds).await?;
+                    Ok(Caller {
+                        principal,
+                        source,
+                        by_cookie: false,
+                    })
+                })
+            }
+            Ok(None) => Box::pin(ready(authenticate(req))),
+            Err(err) => Box::pin(ready(Err(err))),
+        }
     }
 }

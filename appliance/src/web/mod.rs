@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod health;
 mod metrics;
+pub mod plugin;
 pub mod redirect;
 pub mod ui;
 
@@ -30,13 +31,13 @@ pub const MAX_BODY_BYTES: usize = 64 << 10;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Security headers on every answer.
+/// Security headers on every answer (a handler may set its own CSP; `X-Frame-Options: DENY` comes
+/// from [`plugin::frame_options`], which leaves it off the vCenter plugin's pages).
 fn security_headers() -> actix_web::middleware::DefaultHeaders {
     actix_web::middleware::DefaultHeaders::new()
         .add(("Strict-Transport-Security", "max-age=31536000"))
         .add(("Content-Security-Policy", CSP))
         .add(("X-Content-Type-Options", "nosniff"))
-        .add(("X-Frame-Options", "DENY"))
         .add(("Referrer-Policy", "same-origin"))
         .add(("Cache-Control", "no-store"))
 }
@@ -73,6 +74,7 @@ pub fn start(
     let server = HttpServer::new(move || {
         App::new()
             .wrap(security_headers())
+            .wrap(actix_web::middleware::from_fn(plugin::frame_options))
             .app_data(data.clone())
             .app_data(error::json_config(MAX_BODY_BYTES))
             .app_data(error::query_config())
@@ -83,6 +85,7 @@ pub fn start(
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(metrics::metrics))
             .configure(api::configure)
+            .configure(plugin::configure)
             .configure(ui::configure)
             .default_service(web::to(not_found))
     })

@@ -1,7 +1,9 @@
 //! The REST API under `/api/v1`, and its OpenAPI 3 document generated from the handlers.
 
 mod agents;
+mod guest_credentials;
 mod machines;
+mod plugin;
 mod push;
 mod restores;
 mod session;
@@ -37,8 +39,11 @@ use crate::web::error::{error_response, ErrorBody};
         users::list, users::create, users::update, users::delete,
         users::tokens, users::create_token, users::revoke_token,
         vcenters::list, vcenters::add, vcenters::get, vcenters::update, vcenters::remove,
-        vcenters::vms, vcenters::vm,
+        vcenters::vms, vcenters::vm, vcenters::protect, vcenters::unprotect,
+        guest_credentials::list, guest_credentials::add, guest_credentials::get,
+        guest_credentials::update, guest_credentials::remove,
         push::start, push::list, push::get, push::cancel, push::forget_host_key,
+        plugin::status, plugin::register, plugin::unregister,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &CommonErrors),
@@ -51,7 +56,7 @@ use crate::web::error::{error_response, ErrorBody};
         (name = "points", description = "Recovery points"),
         (name = "restores", description = "Restore jobs"),
         (name = "users", description = "Users and API tokens"),
-        (name = "vcenters", description = "vCenters and their discovered VMs"),
+        (name = "vcenters", description = "vCenters, their discovered VMs and the vCenter plugin"),
         (name = "push", description = "Push installs of the mobility agent over SSH"),
     )
 )]
@@ -198,7 +203,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/vcenters/{id}", web::patch().to(vcenters::update))
                 .route("/vcenters/{id}", web::delete().to(vcenters::remove))
                 .route("/vcenters/{id}/vms", web::get().to(vcenters::vms))
+                .route("/vcenters/{id}/plugin", web::get().to(plugin::status))
+                .route("/vcenters/{id}/plugin", web::post().to(plugin::register))
+                .route(
+                    "/vcenters/{id}/plugin",
+                    web::delete().to(plugin::unregister),
+                )
                 .route("/vcenters/{id}/vms/{moref}", web::get().to(vcenters::vm))
+                .route(
+                    "/vcenters/{id}/vms/{moref}/protect",
+                    web::post().to(vcenters::protect),
+                )
+                .route(
+                    "/vcenters/{id}/vms/{moref}/protect",
+                    web::delete().to(vcenters::unprotect),
+                )
+                .route("/guest-credentials", web::get().to(guest_credentials::list))
+                .route("/guest-credentials", web::post().to(guest_credentials::add))
+                .route(
+                    "/guest-credentials/{id}",
+                    web::get().to(guest_credentials::get),
+                )
+                .route(
+                    "/guest-credentials/{id}",
+                    web::patch().to(guest_credentials::update),
+                )
+                .route(
+                    "/guest-credentials/{id}",
+                    web::delete().to(guest_credentials::remove),
+                )
                 .route("/push-jobs", web::post().to(push::start))
                 .route("/push-jobs", web::get().to(push::list))
                 .route("/push-jobs/{id}", web::get().to(push::get))

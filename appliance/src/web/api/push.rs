@@ -1,7 +1,7 @@
-//! `/api/v1/push-jobs`: push installs of the mobility agent into Linux guests over SSH (install,
-//! upgrade, uninstall), followed as jobs; `/api/v1/push-host-keys`: forget a guest's recorded SSH host
-//! key. The SSH credentials of a request go to the job's task only: no answer, record or log line
-//! carries them.
+//! `/api/v1/push-jobs`: push installs of the mobility agent into Linux guests over SSH or through
+//! VMware Tools (install, upgrade, uninstall), followed as jobs; `/api/v1/push-host-keys`: forget a
+//! guest's recorded SSH host key. The guest credentials of a request go to the job's task only: no
+//! answer, record or log line carries them.
 
 use actix_web::{web, HttpResponse};
 
@@ -14,15 +14,17 @@ use crate::web::extract::Caller;
 /// Starts a push job (admin). An install issues a one-time enrollment token for `vm`, copies the
 /// agent binary for the guest's architecture, registers it with that token, starts it as a service
 /// and succeeds once the agent registered with the appliance (so it needs the data path running).
-/// The host key is pinned by `host_key`, else by the key an earlier job recorded for `host:port`,
-/// else trusted on first use and recorded.
+/// Over SSH the host key is pinned by `host_key`, else by the key an earlier job recorded for
+/// `host:port`, else trusted on first use and recorded. With `via: vmware_tools` the guest is
+/// reached through the stored vCenter of `vm` (`<vCenter id>/<moref>`), with a password login and
+/// no host, port or host key.
 #[utoipa::path(post, path = "/api/v1/push-jobs", tag = "push", security(("bearer" = [])),
     request_body = PushRequest,
     responses((status = 202, description = "queued", body = PushJobView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
-        (status = 409, description = "a job for this host and port is queued or running, or setup is \
-            not complete", body = ErrorBody),
+        (status = 409, description = "a job for this host and port (or VM) is queued or running, or \
+            setup is not complete", body = ErrorBody),
         (status = 503, description = "the agent binaries folder is missing, or the data path is \
             starting", body = ErrorBody)))]
 pub async fn start(

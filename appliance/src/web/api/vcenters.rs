@@ -4,6 +4,7 @@
 use actix_web::{web, HttpResponse};
 
 use crate::mgmt::auth::Role;
+use crate::mgmt::protect::{ProtectRequest, ProtectStarted};
 use crate::mgmt::vcenters::{NewVcenter, VcenterUpdate, VcenterView, VcenterVm, VmQuery};
 use crate::mgmt::{Core, Page, PageRequest};
 use crate::web::error::{ApiError, ErrorBody};
@@ -93,7 +94,8 @@ pub async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The discovered VMs of a vCenter, by name; `agent_id` is set where a registered agent runs in the VM.
+/// The discovered VMs of a vCenter, by name; `agent_id` is set where a registered agent runs in the VM,
+/// `protection` says whether the appliance protects it.
 #[utoipa::path(get, path = "/api/v1/vcenters/{id}/vms", tag = "vcenters", security(("bearer" = [])),
     params(("id" = String, Path, description = "vCenter id"), VmQuery),
     responses((status = 200, body = Page<VcenterVm>), (status = 400, body = ErrorBody),
@@ -106,7 +108,7 @@ pub async fn vms(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     // Thousands of records are decoded per call: off the worker thread.
-    let page = web::block(move || core.vcenters.vms(&id, &query))
+    let page = web::block(move || core.vms_with_protection(&id, &query))
         .await
         .map_err(|e| crate::mgmt::MgmtError::Internal(format!("inventory worker: {e}")))??;
     Ok(HttpResponse::Ok().json(page))
@@ -124,5 +126,59 @@ pub async fn vm(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, moref) = path.into_inner();
-    Ok(HttpResponse::Ok().json(core.vcenters.vm(&id, &moref)?))
+    Ok(HttpResponse::Ok().json(core.vm_with_protection(&id, &moref)?))
+}
+
+/// Enables protection of a VM (admin, like every push install): starts a push install of the agent
+/// into the guest over SSH (`host` defaults to the VM's first guest IPv4 address) and records it for
+/// the VM, whose `protection` then follows the job (`installing`, then `protected` or `failed`).
+#[utoipa::path(post, path = "/api/v1/vcenters/{id}/vms/{moref}/protect", tag = "vcenters",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "vCenter id"),
+        ("moref" = String, Path, description = "the VM's managed object id, e.g. vm-42")),
+    request_body = ProtectRequest,
+    responses((status = 202, description = "the push install is queued", body = ProtectStarted),
+        (status = 400, description = "a field is invalid, or the VM reports no guest IPv4 address \
+            and the body names no `host`", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "the VM is powered off, suspended or a template, its install \
+            is already running, or setup is not complete", body = ErrorBody),
+        (status = 503, description = "the agent binaries folder is missing, or the data path is \
+            starting", body = ErrorBody)))]
+pub async fn protect(
+    core: web::Data<Core>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: web::Json<ProtectRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, moref) = path.into_inner();
+    let started = core.protect_vm(
+        &caller.principal,
+        &caller.source,
+        &id,
+        &moref,
+        body.into_inner(),
+    )?;
+    Ok(HttpResponse::Accepted().json(started))
+}
+
+/// Forgets that protection of this VM was asked for (admin). It does not uninstall the agent: a VM
+/// with a registered agent stays `protected` (uninstall with a push job of `operation: uninstall`,
+/// or revoke the agent).
+#[utoipa::path(delete, path = "/api/v1/vcenters/{id}/vms/{moref}/protect", tag = "vcenters",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "vCenter id"),
+        ("moref" = String, Path, description = "the VM's managed object id")),
+    responses((status = 204, description = "forgotten"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "protection of this VM was never enabled", body = ErrorBody)))]
+pub async fn unprotect(
+    core: web::Data<Core>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, moref) = path.into_inner();
+    core.forget_protection(&caller.principal, &caller.source, &id, &moref)?;
+    Ok(HttpResponse::NoContent().finish())
 }

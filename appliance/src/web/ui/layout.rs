@@ -21,6 +21,8 @@ pub enum Nav {
     Agents,
     Points,
     Restores,
+    Vcenters,
+    PushJobs,
     Audit,
     Settings,
 }
@@ -95,6 +97,8 @@ pub fn page(
                         (link("nav-agents", "/agents", "Agents", Nav::Agents))
                         (link("nav-points", "/points", "Recovery points", Nav::Points))
                         (link("nav-restores", "/restores", "Restores", Nav::Restores))
+                        (link("nav-vcenters", "/vcenters", "vCenters", Nav::Vcenters))
+                        (link("nav-push-jobs", "/push-jobs", "Push jobs", Nav::PushJobs))
                         @if session.can(Role::Admin) {
                             (link("nav-audit", "/audit", "Audit log", Nav::Audit))
                         }

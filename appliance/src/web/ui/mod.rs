@@ -15,10 +15,13 @@
 
 mod admin;
 mod charts;
+mod inventory;
 mod layout;
 mod login;
 mod pages;
+mod push_jobs;
 mod setup;
+mod vcenters;
 
 #[cfg(test)]
 #[path = "ui_tests.rs"]
@@ -72,6 +75,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/restores/{id}/cancel").route(web::post().to(pages::cancel_restore)))
         .service(resource("/audit").route(web::get().to(pages::audit)))
+        .service(
+            resource("/vcenters")
+                .route(web::get().to(vcenters::list))
+                .route(web::post().to(vcenters::add)),
+        )
+        .service(
+            resource("/vcenters/{id}/credential")
+                .route(web::post().to(vcenters::update_credential)),
+        )
+        .service(
+            resource("/vcenters/{id}/accept-thumbprint")
+                .route(web::post().to(vcenters::accept_thumbprint)),
+        )
+        .service(resource("/vcenters/{id}/remove").route(web::post().to(vcenters::remove)))
+        .service(resource("/vcenters/{id}/vms").route(web::get().to(inventory::vms)))
+        .service(resource("/vcenters/{id}/vms/{moref}").route(web::get().to(inventory::vm)))
+        .service(
+            resource("/vcenters/{id}/vms/{moref}/protect")
+                .route(web::post().to(inventory::protect)),
+        )
+        .service(
+            resource("/vcenters/{id}/vms/{moref}/unprotect")
+                .route(web::post().to(inventory::unprotect)),
+        )
+        .service(resource("/push-jobs").route(web::get().to(push_jobs::list)))
+        .service(resource("/push-jobs/{id}").route(web::get().to(push_jobs::job)))
+        .service(resource("/push-jobs/{id}/cancel").route(web::post().to(push_jobs::cancel)))
         .service(
             resource("/settings")
                 .route(web::get().to(admin::settings))

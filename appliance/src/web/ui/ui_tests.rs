@@ -578,3 +578,7 @@ async fn repeated_failures_are_rate_limited() {
 /// The signed-in pages (a sibling file, so that each stays readable).
 #[path = "ui_pages_tests.rs"]
 mod pages;
+
+/// The vCenter, VM and push job pages.
+#[path = "ui_vcenter_tests.rs"]
+mod vcenter_pages;
