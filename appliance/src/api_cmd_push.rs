@@ -20,8 +20,9 @@ const MAX_KEY_FILE: u64 = 64 << 10;
 /// The body of `POST /api/v1/push-jobs` for `operation` (`install`, `upgrade`, `uninstall`),
 /// with the secrets read from their files.
 pub fn push_request(args: &PushArgs, operation: &str) -> anyhow::Result<Value> {
-    let auth = match (&args.key_file, &args.password_file) {
-        (Some(key_file), None) => {
+    let auth = match (&args.key_file, &args.password_file, &args.credential) {
+        (None, None, Some(id)) => json!({"kind": "credential", "id": id}),
+        (Some(key_file), None, None) => {
             let size = std::fs::metadata(key_file)
                 .with_context(|| format!("reading the key file {}", key_file.display()))?
                 .len();
@@ -43,14 +44,14 @@ pub fn push_request(args: &PushArgs, operation: &str) -> anyhow::Result<Value> {
                 .transpose()?;
             json!({"kind": "private_key", "private_key": key, "passphrase": passphrase})
         }
-        (None, Some(password_file)) => {
+        (None, Some(password_file), None) => {
             json!({"kind": "password", "password": read_password_file(password_file)?})
         }
-        _ => anyhow::bail!("give exactly one of --key-file and --password-file"),
+        _ => anyhow::bail!("give exactly one of --key-file, --password-file and --credential"),
     };
     let mut body = json!({
         "operation": operation,
-        "username": args.user,
+        "username": args.user.as_deref().unwrap_or_default(),
         "auth": auth,
         "vm": args.vm,
         "disks": args.disks,

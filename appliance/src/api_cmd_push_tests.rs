@@ -8,7 +8,8 @@ fn args(dir: &Path) -> PushArgs {
         via: None,
         host: Some("10.0.0.5".into()),
         port: 2222,
-        user: "root".into(),
+        user: Some("root".into()),
+        credential: None,
         key_file: Some(dir.join("key")),
         key_passphrase_file: None,
         password_file: None,
@@ -230,4 +231,23 @@ fn host_segments_keep_ipv6_colons_and_escape_the_rest() {
     assert_eq!(host_segment("fe80::1"), "fe80::1");
     assert_eq!(host_segment("guest.example"), "guest.example");
     assert_eq!(host_segment("a/b"), "a%2Fb");
+}
+
+#[test]
+fn a_stored_credential_replaces_user_and_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.key_file = None;
+    a.user = None;
+    a.credential = Some("c0ffee".into());
+    let body = push_request(&a, "install").unwrap();
+    assert_eq!(
+        body["auth"],
+        serde_json::json!({"kind": "credential", "id": "c0ffee"})
+    );
+    assert_eq!(body["username"], "");
+    // A credential and a secret file at once is refused before anything is sent.
+    a.password_file = Some(write(dir.path(), "pw", "x\n"));
+    let err = push_request(&a, "install").unwrap_err().to_string();
+    assert!(err.contains("--credential"), "{err}");
 }

@@ -34,8 +34,9 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// The body of `POST /api/v1/vcenters/{id}/vms/{moref}/protect`, secrets read from their files.
 pub fn protect_request(args: &VmProtectArgs) -> anyhow::Result<Value> {
-    let auth = match (&args.key_file, &args.password_file) {
-        (Some(key_file), None) => {
+    let auth = match (&args.key_file, &args.password_file, &args.credential) {
+        (None, None, Some(id)) => json!({"kind": "credential", "id": id}),
+        (Some(key_file), None, None) => {
             let passphrase = args
                 .key_passphrase_file
                 .as_deref()
@@ -44,13 +45,13 @@ pub fn protect_request(args: &VmProtectArgs) -> anyhow::Result<Value> {
             json!({"kind": "private_key", "private_key": read_key_file(key_file)?,
                 "passphrase": passphrase})
         }
-        (None, Some(password_file)) => {
+        (None, Some(password_file), None) => {
             json!({"kind": "password", "password": read_password_file(password_file)?})
         }
-        _ => anyhow::bail!("give exactly one of --key-file and --password-file"),
+        _ => anyhow::bail!("give exactly one of --key-file, --password-file and --credential"),
     };
     let mut body = json!({
-        "username": args.user,
+        "username": args.user.as_deref().unwrap_or_default(),
         "auth": auth,
         "host": args.host,
         "port": args.port,
@@ -163,6 +164,34 @@ mod tests {
             Command::Vms(VmsCommand::Protect(args)) => *args,
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_stored_credential_needs_no_user_or_secret_file() {
+        let args = args_of(&[
+            "--vcenter",
+            "vc1",
+            "--moref",
+            "vm-42",
+            "--credential",
+            "c1",
+            "--disk",
+            "/dev/sda",
+        ]);
+        let body = protect_request(&args).unwrap();
+        assert_eq!(body["auth"], json!({"kind": "credential", "id": "c1"}));
+        assert_eq!(body["username"], "");
+        // Neither a user nor any way to log in: clap refuses it.
+        let none = Cli::try_parse_from([
+            "appliance",
+            "vms",
+            "protect",
+            "--vcenter",
+            "vc1",
+            "--moref",
+            "vm-42",
+        ]);
+        assert!(none.is_err());
     }
 
     #[test]

@@ -188,7 +188,7 @@ pub enum VmsCommand {
 /// Which VM to protect and how to reach its guest. Secrets are read from files, never from the
 /// command line.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("auth").required(true).args(["key_file", "password_file"])))]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["key_file", "password_file", "credential"])))]
 pub struct VmProtectArgs {
     /// The vCenter id (see `vcenter list`)
     #[arg(long, value_name = "ID")]
@@ -199,9 +199,12 @@ pub struct VmProtectArgs {
     /// How to reach the guest: ssh, or vmware_tools (through its vCenter; password only)
     #[arg(long, value_parser = ["ssh", "vmware_tools"])]
     pub via: Option<String>,
-    /// Guest user (root, or a user allowed to sudo without a password)
-    #[arg(long)]
-    pub user: String,
+    /// Guest user (root, or a user allowed to sudo without a password) [default: the credential's]
+    #[arg(long, required_unless_present = "credential")]
+    pub user: Option<String>,
+    /// A stored guest login to use instead of --user and a secret file (see `credential list`)
+    #[arg(long, value_name = "ID")]
+    pub credential: Option<String>,
     /// File holding the SSH private key (OpenSSH or PEM)
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,

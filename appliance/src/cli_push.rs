@@ -39,7 +39,7 @@ pub enum PushCommand {
 
 /// The guest and what to do there. Secrets are read from files, never from the command line.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("auth").required(true).args(["key_file", "password_file"])))]
+#[command(group(ArgGroup::new("auth").required(true).args(["key_file", "password_file", "credential"])))]
 pub struct PushArgs {
     /// How to reach the guest: over SSH (--host), or through VMware Tools via the vCenter of --vm
     /// [default: ssh]
@@ -51,9 +51,12 @@ pub struct PushArgs {
     /// SSH port
     #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
-    /// Guest user (root, or a user allowed to sudo without a password)
-    #[arg(long)]
-    pub user: String,
+    /// Guest user (root, or a user allowed to sudo without a password) [default: the credential's]
+    #[arg(long, required_unless_present = "credential")]
+    pub user: Option<String>,
+    /// A stored guest login to use instead of --user and a secret file (see `credential list`)
+    #[arg(long, value_name = "ID")]
+    pub credential: Option<String>,
     /// File holding the SSH private key (OpenSSH or PEM)
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,

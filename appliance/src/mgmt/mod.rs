@@ -132,6 +132,7 @@ impl Core {
         push_jobs.use_vcenters(vcenters.clone());
         let guest_credentials =
             guest_credentials::GuestCredentials::new(state.clone(), cfg.data_dir.clone())?;
+        push_jobs.use_guest_credentials(guest_credentials.clone());
         let plugin = plugin::Plugin::new(cfg.clone(), state.clone(), vcenters.clone());
         let plugin_auth = plugin_auth::PluginAuth::new(
             vcenters.clone(),

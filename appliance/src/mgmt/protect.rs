@@ -28,7 +28,9 @@ pub struct ProtectRequest {
     /// `ssh` (default) or `vmware_tools` (through the VM's vCenter: no host, port or host key).
     #[serde(default)]
     pub via: Via,
-    /// Guest user (root, or a user with password-less sudo).
+    /// Guest user (root, or a user with password-less sudo); taken from the credential when `auth`
+    /// names a stored one (`{"kind": "credential", "id"}`).
+    #[serde(default)]
     pub username: String,
     pub auth: PushAuth,
     /// SSH only: the guest address as the appliance reaches it. Default: the VM's first guest IPv4
@@ -43,6 +45,8 @@ pub struct ProtectRequest {
     pub disks: Vec<String>,
     /// Seconds between the agent's replication passes (default: the agent's).
     pub interval_secs: Option<u64>,
+    /// Install folder on the guest (default `/opt/ferry-mobility`).
+    pub prefix: Option<String>,
 }
 
 /// How far protection of a VM got.
@@ -220,7 +224,7 @@ impl Core {
                 disks: req.disks,
                 vm: key_of(vcenter_id, moref),
                 operation: Operation::Install,
-                prefix: None,
+                prefix: req.prefix,
                 interval_secs: req.interval_secs,
             },
         })

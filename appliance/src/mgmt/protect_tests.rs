@@ -96,6 +96,7 @@ fn request() -> ProtectRequest {
         host_key: None,
         disks: vec!["/dev/sda".into()],
         interval_secs: None,
+        prefix: None,
     }
 }
 

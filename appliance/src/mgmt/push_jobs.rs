@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 
 use super::auth::{Principal, Role};
+use super::guest_credentials::GuestCredentials;
 use super::vcenters::Vcenters;
 use super::{MgmtError, Page, PageRequest};
 use crate::registry::{Enrollments, IssuedEnrollment};
@@ -40,6 +41,8 @@ use crate::state::{now_rfc3339, State, StateError};
 
 #[path = "push_jobs_checks.rs"]
 mod checks;
+#[path = "push_jobs_credential.rs"]
+mod credential;
 #[path = "push_jobs_record.rs"]
 mod record;
 #[path = "push_jobs_run.rs"]
@@ -106,6 +109,11 @@ pub enum PushAuth {
         private_key: String,
         passphrase: Option<String>,
     },
+    /// A stored guest credential (`/api/v1/guest-credentials`): its user and secret are used, so
+    /// `username` may be left out.
+    Credential {
+        id: String,
+    },
 }
 
 impl std::fmt::Debug for PushAuth {
@@ -113,6 +121,7 @@ impl std::fmt::Debug for PushAuth {
         match self {
             PushAuth::Password { .. } => f.write_str("Password(..)"),
             PushAuth::PrivateKey { .. } => f.write_str("PrivateKey(..)"),
+            PushAuth::Credential { id } => write!(f, "Credential({id})"),
         }
     }
 }
@@ -134,6 +143,9 @@ pub struct PushRequest {
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Guest user (root, or a user with password-less sudo); taken from the credential when `auth`
+    /// names one.
+    #[serde(default)]
     pub username: String,
     pub auth: PushAuth,
     /// Pinned host key fingerprint (`SHA256:...`). Default: the key recorded for this host by an
@@ -192,6 +204,9 @@ pub struct PushJobView {
     pub host: String,
     pub port: u16,
     pub username: String,
+    /// The stored guest credential the job logged in with, if it named one.
+    #[serde(default)]
+    pub credential: Option<String>,
     pub operation: Operation,
     pub state: PushJobState,
     /// Attempts started so far (at most [`MAX_ATTEMPTS`]).
@@ -270,6 +285,8 @@ struct Inner {
     slots: Semaphore,
     /// The stored vCenters, for jobs through VMware Tools (attached once the core has them).
     vcenters: OnceLock<Vcenters>,
+    /// Stored guest logins a request may name (attached once the core has them).
+    guest_credentials: OnceLock<GuestCredentials>,
     /// Queued and running jobs by id, with their target (`host:port`, or `vm:<vm>` through VMware
     /// Tools) for the one-job-per-guest rule.
     live: Mutex<HashMap<String, (String, Arc<Live>)>>,
@@ -311,6 +328,7 @@ impl PushJobs {
                 executor,
                 slots: Semaphore::new(MAX_RUNNING),
                 vcenters: OnceLock::new(),
+                guest_credentials: OnceLock::new(),
                 live: Mutex::new(HashMap::new()),
                 records: Mutex::new(()),
             }),
@@ -326,6 +344,11 @@ impl PushJobs {
     /// Lets jobs reach guests through these vCenters (`via: vmware_tools`); the first call counts.
     pub fn use_vcenters(&self, vcenters: Vcenters) {
         let _ = self.inner.vcenters.set(vcenters);
+    }
+
+    /// Lets requests name stored guest credentials; the first call counts.
+    pub fn use_guest_credentials(&self, creds: GuestCredentials) {
+        let _ = self.inner.guest_credentials.set(creds);
     }
 
     /// Marks every job recorded as queued or running but not live in this process failed with
@@ -380,6 +403,7 @@ impl PushJobs {
                 "push installs need the admin role".into(),
             ));
         }
+        let (req, credential) = credential::resolve(self.inner.guest_credentials.get(), req)?;
         let plan = checks::plan(&self.inner.settings, self.inner.vcenters.get(), req)?;
         let target_key = plan.target_key();
         let mut live_map = self.live();
@@ -398,6 +422,7 @@ impl PushJobs {
             host: plan.ssh().map(|t| t.host.clone()).unwrap_or_default(),
             port: plan.ssh().map_or(0, |t| t.port),
             username: plan.target.username().to_string(),
+            credential,
             operation: plan.operation,
             state: PushJobState::Queued,
             attempts: 0,

@@ -91,6 +91,11 @@ fn check_auth(auth: PushAuth) -> Result<Auth, MgmtError> {
                 passphrase,
             })
         }
+        // `PushJobs::start` resolves stored credentials before it plans.
+        PushAuth::Credential { .. } => Err(invalid(
+            "auth",
+            "a stored credential must be resolved before the job is planned",
+        )),
     }
 }
 

@@ -386,6 +386,7 @@ fn protect_request(form: ProtectForm) -> Result<ProtectRequest, MgmtError> {
         host_key: non_empty(&form.host_key),
         disks: form.disks.split_whitespace().map(str::to_string).collect(),
         interval_secs: None,
+        prefix: None,
     })
 }
 

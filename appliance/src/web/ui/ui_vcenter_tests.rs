@@ -302,6 +302,7 @@ async fn an_install_shows_on_the_vm_and_push_job_pages() {
         host_key: None,
         disks: vec!["/dev/sda".into()],
         interval_secs: None,
+        prefix: None,
     };
     let checked = f.core.check_protect(&admin, &id, "vm-1", request).unwrap();
     let job = f.core.start_protect(&admin, "local", checked).unwrap().job;
