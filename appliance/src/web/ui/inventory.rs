@@ -183,7 +183,11 @@ fn protection_section(session: &Session, vm: &VcenterVm) -> Markup {
     }
 }
 
-fn protect_form(session: &Session, vm: &VcenterVm) -> Markup {
+fn protect_form(
+    session: &Session,
+    vm: &VcenterVm,
+    credentials: &[crate::mgmt::guest_credentials::GuestCredentialView],
+) -> Markup {
     let default_host = vm
         .guest_ips
         .iter()
@@ -195,8 +199,8 @@ fn protect_form(session: &Session, vm: &VcenterVm) -> Markup {
             h2 { "Enable protection" }
             p.help {
                 "Installs the agent into the running guest (over SSH, or through VMware Tools with the "
-                "guest's password), registers it with a one-time token and starts it. The credential "
-                "is used for this install only and never stored."
+                "guest's password), registers it with a one-time token and starts it. Pick a stored "
+                "login, or type one: a typed credential is used for this install only and never stored."
             }
             form #protect-form.stack method="post" action=(format!("{}/protect", vm_href(&vm.vcenter_id, &vm.moref))) {
                 input type="hidden" name="csrf" value=(session.csrf);
@@ -210,7 +214,17 @@ fn protect_form(session: &Session, vm: &VcenterVm) -> Markup {
                     input type="text" name="host" value=(default_host) placeholder="the VM's first IPv4 address";
                 }
                 label { "SSH port" input type="number" name="port" value="22" min="1" max="65535"; }
-                label { "User (root, or password-less sudo)" input type="text" name="username" value="root" required; }
+                @if !credentials.is_empty() {
+                    label { "Stored login"
+                        select name="credential" {
+                            option value="" selected { "none: use the login typed below" }
+                            @for c in credentials {
+                                option value=(c.id) { (c.name) " (" (c.username) ")" }
+                            }
+                        }
+                    }
+                }
+                label { "User (root, or password-less sudo)" input type="text" name="username" value="root"; }
                 label { "Password" input type="password" name="password" autocomplete="off"; }
                 label { "or SSH private key (OpenSSH or PEM)" textarea name="private_key" rows="4" {} }
                 label { "Key passphrase" input type="password" name="passphrase" autocomplete="off"; }
@@ -251,6 +265,16 @@ fn vm_page(
             state,
             Some(VmProtectionState::Installing | VmProtectionState::Protected)
         );
+    let credentials = if can_protect {
+        core.guest_credentials
+            .list(crate::mgmt::PageRequest {
+                limit: Some(crate::mgmt::MAX_PAGE),
+                offset: None,
+            })?
+            .items
+    } else {
+        Vec::new()
+    };
     let body = html! {
         (notice(note.as_ref()))
         p.muted { a href=(format!("/vcenters/{}/vms", percent_encode(&vm.vcenter_id))) { "← All VMs of this vCenter" } }
@@ -267,7 +291,7 @@ fn vm_page(
             }
         }
         (protection_section(session, &vm))
-        @if can_protect { (protect_form(session, &vm)) }
+        @if can_protect { (protect_form(session, &vm, &credentials)) }
         @else if session.can(Role::Admin) && vm.power_state != "poweredOn" {
             p.help { "Power the VM on to enable its protection: the agent is installed into the running guest." }
         }
@@ -326,6 +350,7 @@ pub async fn vm(
 pub struct ProtectForm {
     csrf: String,
     via: String,
+    credential: String,
     host: String,
     port: String,
     username: String,
@@ -352,7 +377,18 @@ fn protect_request(form: ProtectForm) -> Result<ProtectRequest, MgmtError> {
             ))
         }
     };
+    let stored = non_empty(&form.credential);
     let auth = match (non_empty(&form.private_key), form.password.is_empty()) {
+        // A stored login brings its own user; the user field's default must not contradict it.
+        (None, true) if stored.is_some() => PushAuth::Credential {
+            id: stored.clone().unwrap_or_default(),
+        },
+        _ if stored.is_some() => {
+            return Err(MgmtError::invalid(
+                "auth",
+                "choose a stored login or type a password or key, not both",
+            ))
+        }
         (Some(key), true) => PushAuth::PrivateKey {
             private_key: format!("{}\n", key),
             passphrase: Some(form.passphrase).filter(|p| !p.is_empty()),
@@ -379,7 +415,11 @@ fn protect_request(form: ProtectForm) -> Result<ProtectRequest, MgmtError> {
     };
     Ok(ProtectRequest {
         via,
-        username: form.username.trim().to_string(),
+        username: if stored.is_some() {
+            String::new()
+        } else {
+            form.username.trim().to_string()
+        },
         auth,
         host: non_empty(&form.host).filter(|_| via == Via::Ssh),
         port,
@@ -455,5 +495,34 @@ pub async fn unprotect(
                 status_of(&err),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod form_tests {
+    use super::*;
+
+    fn form(credential: &str, password: &str) -> ProtectForm {
+        ProtectForm {
+            credential: credential.into(),
+            username: "root".into(),
+            password: password.into(),
+            disks: "/dev/sda".into(),
+            ..ProtectForm::default()
+        }
+    }
+
+    #[test]
+    fn a_stored_login_replaces_the_typed_one_and_both_at_once_is_refused() {
+        let req = protect_request(form("c1", "")).unwrap();
+        assert!(matches!(req.auth, PushAuth::Credential { ref id } if id == "c1"));
+        assert_eq!(req.username, "", "the credential's user is used");
+        let req = protect_request(form("", "pw")).unwrap();
+        assert!(matches!(req.auth, PushAuth::Password { .. }));
+        assert_eq!(req.username, "root");
+        let err = protect_request(form("c1", "pw")).unwrap_err();
+        assert!(matches!(err, MgmtError::InvalidField { ref field, .. } if field == "auth"));
+        let err = protect_request(form("", "")).unwrap_err();
+        assert!(matches!(err, MgmtError::InvalidField { ref field, .. } if field == "auth"));
     }
 }
