@@ -392,16 +392,31 @@ async fn vm_lifecycle_datastore_events_and_faults_against_vcsim() {
         Err(VsphereError::MethodNotFound { .. })
     ));
 
-    // Extension registration: vcsim's ExtensionManager has no methods.
+    // Extension registration: vcsim 0.24 has no ExtensionManager methods; our launcher adds them
+    // (tests/vcsim/extension.go), so govmomi's own types decode what we send.
     let ext = Extension {
         key: "io.ferry.dr".into(),
         version: "1.0.0".into(),
+        label: "Ferry".into(),
+        summary: "Ferry disaster recovery".into(),
         ..Extension::default()
     };
-    assert!(matches!(
-        client.register_extension(&ext).await,
-        Err(VsphereError::MethodNotFound { .. })
-    ));
+    assert_eq!(client.find_extension(&ext.key).await.unwrap(), None);
+    client.register_extension(&ext).await.unwrap();
+    let found = client
+        .find_extension(&ext.key)
+        .await
+        .unwrap()
+        .expect("registered");
+    assert_eq!(
+        (found.key.as_str(), found.version.as_str()),
+        ("io.ferry.dr", "1.0.0")
+    );
+    assert_eq!(found.label, "Ferry");
+    client.unregister_extension(&ext.key).await.unwrap();
+    assert_eq!(client.find_extension(&ext.key).await.unwrap(), None);
+    let gone = client.unregister_extension(&ext.key).await.unwrap_err();
+    assert!(!gone.is_retryable(), "{gone:?}");
 
     // Power off (twice: typed fault), destroy, and the VM is gone.
     client.power_off(&vm).await.unwrap();

@@ -194,6 +194,15 @@ impl Core {
                     p.push_job_id.as_deref().unwrap_or("?")
                 )));
             }
+            // A second install would register a second agent for the same VM and leave the first
+            // one registered; repairing an agent in place is what an upgrade does.
+            if p.state == VmProtectionState::Protected {
+                return Err(MgmtError::Conflict(format!(
+                    "{} is already protected by agent {}; to repair the agent run a push upgrade                      (POST /api/v1/push-jobs with operation upgrade), to start over revoke the agent                      and forget the protection request first",
+                    vm.name,
+                    p.agent_id.as_deref().unwrap_or("?")
+                )));
+            }
         }
         let host = match req.host.map(|h| h.trim().to_string()) {
             Some(h) if !h.is_empty() => h,

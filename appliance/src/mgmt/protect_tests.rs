@@ -338,6 +338,12 @@ async fn a_failed_install_shows_its_error_until_an_agent_runs_in_the_vm() {
     assert_eq!(web.state, VmProtectionState::Protected);
     assert_eq!(web.agent_id.as_deref(), Some("agent-web"));
     assert_eq!(web.push_job_id, None);
+    // A protected VM is not installed into again (a second agent would register for it).
+    let err = start(&f, "vm-1", request()).unwrap_err();
+    assert!(
+        matches!(err, MgmtError::Conflict(ref m) if m.contains("agent-web") && m.contains("upgrade")),
+        "{err}"
+    );
 }
 
 #[actix_rt::test]
