@@ -1,8 +1,9 @@
 //! The ExtensionManager: registering Ferry as a vCenter extension (with the servers it runs and
 //! the remote plugin manifest the vSphere Client loads), finding and unregistering it.
 //!
-//! vcsim 0.24.2 has an ExtensionManager object without methods (every call is MethodNotFound);
-//! the success paths are tested against responses written from the vSphere API reference.
+//! vcsim 0.24.2 has an ExtensionManager object without methods; the project's vcsim launcher adds
+//! them (tests/vcsim/extension.go), against which `tests/vcsim.rs` registers, finds and unregisters.
+//! The unit tests also read responses written from the vSphere API reference.
 
 use std::time::SystemTime;
 
