@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use vsphere::guest::{GuestAuth, GuestFileAttributes, GuestProgram};
 use vsphere::{Client, ClientOptions, Credentials, MoRef, TlsTrust, VsphereError};
 
+#[path = "tools_trust.rs"]
+mod trust;
+
 use super::script::sq;
 use super::ssh::Output;
 use super::PushError;
@@ -82,6 +85,8 @@ pub struct ToolsSession {
     target: ToolsTarget,
     /// The private folder in the guest.
     dir: String,
+    /// The ESXi host's certificate trust, once a transfer URL named the host (see `tools_trust.rs`).
+    host_trust: std::sync::Mutex<Option<TlsTrust>>,
 }
 
 /// What a vSphere error means for a push.
@@ -207,6 +212,7 @@ impl ToolsSession {
             },
             target: target.clone(),
             dir: format!("/tmp/.ferry-push-{suffix:016x}"),
+            host_trust: std::sync::Mutex::new(None),
         };
         // mkdir fails when the name exists: the folder is this session's own.
         let code = session
@@ -296,10 +302,32 @@ impl ToolsSession {
             )
             .await
             .map_err(|e| mapped(e, &self.target, step))?;
+        let trust = self.transfer_trust(&url, step).await?;
         self.client
-            .put_guest_file(&url, bytes, None)
+            .put_guest_file(&url, bytes, trust.as_ref())
             .await
             .map_err(|e| mapped_transfer(e, &self.target, step))
+    }
+
+    /// The trust for a transfer URL: `None` (the vCenter's pinned one) when it names the vCenter,
+    /// else the ESXi host's thumbprint as vCenter reports it (looked up once per session).
+    async fn transfer_trust(
+        &self,
+        url: &url::Url,
+        step: &str,
+    ) -> Result<Option<TlsTrust>, PushError> {
+        if trust::on_vcenter(url, self.client.sdk_url()) {
+            return Ok(None);
+        }
+        if let Some(known) = self.host_trust.lock().expect("host trust lock").clone() {
+            return Ok(Some(known));
+        }
+        let (host, reported) = trust::reported_host_thumbprint(&self.client, &self.vm)
+            .await
+            .map_err(|e| mapped(e, &self.target, step))?;
+        let found = trust::host_trust(url, &host, reported.as_deref())?;
+        *self.host_trust.lock().expect("host trust lock") = Some(found.clone());
+        Ok(Some(found))
     }
 
     /// The content of a guest file; `None` when it does not exist.
@@ -313,9 +341,10 @@ impl ToolsSession {
             Err(VsphereError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(mapped(e, &self.target, step)),
         };
+        let trust = self.transfer_trust(&download.url, step).await?;
         let bytes = self
             .client
-            .get_guest_file(&download.url, MAX_OUTPUT, None)
+            .get_guest_file(&download.url, MAX_OUTPUT, trust.as_ref())
             .await
             .map_err(|e| match e {
                 VsphereError::InvalidInput { reason } => PushError::CommandFailed {
