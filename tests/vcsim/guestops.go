@@ -46,6 +46,12 @@ import (
 var (
 	guestUser     = flag.String("guest-user", "", "enable the process-backed guest (this machine, as the launcher's user) for guest operations, logging in as this user")
 	guestPassword = flag.String("guest-password", "", "the password of -guest-user")
+	// Real vSphere hands out transfer URLs on the VM's ESXi host, which has a certificate of its own.
+	// With a name here (localhost: this same server under another name), the URLs name it instead of
+	// "*", and every host reports this server's SHA-1 as its summary.config.sslThumbprint, so a
+	// client must check the transfer against the host's thumbprint, not the vCenter's pin.
+	guestHostThumbprint = flag.String("guest-host-thumbprint", "", "with -guest-transfer-host: the thumbprint hosts report instead of this server's SHA-1 (a wrong one tests that clients enforce it)")
+	guestTransferHost   = flag.String("guest-transfer-host", "*", "host name transfer URLs carry (\"*\": the client's vCenter host, as vSphere sends it by default)")
 )
 
 const (
@@ -203,7 +209,7 @@ func (g *processGuest) transferURL(ctx *simulator.Context, t *guestTransfer) str
 	t.expires = now.Add(guestTransferTTL)
 	g.transfers[token] = t
 	g.mu.Unlock()
-	return fmt.Sprintf("%s://*:%s%s%s", g.scheme, port, guestTransferPrefix, token)
+	return fmt.Sprintf("%s://%s:%s%s%s", g.scheme, *guestTransferHost, port, guestTransferPrefix, token)
 }
 
 func (m *processGuestFileManager) InitiateFileTransferToGuest(ctx *simulator.Context, req *types.InitiateFileTransferToGuest) soap.HasFault {
@@ -435,4 +441,23 @@ func (m *processGuestProcessManager) ListProcessesInGuest(ctx *simulator.Context
 	}
 	body.Res = &types.ListProcessesInGuestResponse{Returnval: list}
 	return body
+}
+
+// reportHostThumbprint makes every host report sha1 (colon hex) as its certificate thumbprint, as a
+// vCenter does for the ESXi hosts it manages. Only with -guest-transfer-host: otherwise vcsim's
+// empty thumbprint stays.
+func reportHostThumbprint(sha1 string) {
+	if *guestTransferHost == "*" {
+		return
+	}
+	if *guestHostThumbprint != "" {
+		sha1 = *guestHostThumbprint
+	}
+	for _, e := range simulator.Map.All("HostSystem") {
+		h := e.(*simulator.HostSystem)
+		simulator.Map.WithLock(h, func() {
+			h.Summary.Config.SslThumbprint = sha1
+		})
+	}
+	log.Printf("guest operations: transfer URLs name %q; hosts report thumbprint %s", *guestTransferHost, sha1)
 }

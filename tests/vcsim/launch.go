@@ -257,6 +257,7 @@ func main() {
 		der := server.Certificate().Raw
 		s1, s256 := sha1.Sum(der), sha256.Sum256(der)
 		thumbs = fmt.Sprintf("VCSIM_THUMBPRINT=%s\nVCSIM_THUMBPRINT_SHA256=%s\n", colonHex(s1[:]), colonHex(s256[:]))
+		reportHostThumbprint(colonHex(s1[:]))
 	}
 	env += thumbs
 

@@ -174,7 +174,8 @@ fn mapped_transfer(e: VsphereError, t: &ToolsTarget, step: &str) -> PushError {
             status: -1,
             stderr: format!(
                 "the file transfer host presents a certificate (SHA-256 {presented_sha256}) other \
-                 than the vCenter's pinned one"
+                 than the one it is checked against (the vCenter's pinned certificate, or for an \
+                 ESXi host the thumbprint vCenter reports for it)"
             ),
         },
         e => mapped(e, t, step),
