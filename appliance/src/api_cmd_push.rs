@@ -15,40 +15,69 @@ use crate::cli::{PushArgs, PushVia};
 /// How often `--wait` asks for the job.
 pub const POLL: Duration = Duration::from_secs(1);
 /// A private key file larger than this is no key (the API takes at most 64 KiB of JSON).
-const MAX_KEY_FILE: u64 = 64 << 10;
+pub(crate) const MAX_KEY_FILE: u64 = 64 << 10;
+
+/// Where a guest login comes from on the command line: secret files, or a stored credential.
+pub struct LoginFiles<'a> {
+    pub key_file: Option<&'a std::path::Path>,
+    pub key_passphrase_file: Option<&'a std::path::Path>,
+    pub password_file: Option<&'a std::path::Path>,
+    pub credential: Option<&'a str>,
+}
+
+fn read_key_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading the key file {}", path.display()))?
+        .len();
+    if size > MAX_KEY_FILE {
+        anyhow::bail!(
+            "the key file {} is larger than 64 KiB: is it a private key?",
+            path.display()
+        );
+    }
+    let key = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key file {}", path.display()))?;
+    if key.trim().is_empty() {
+        anyhow::bail!("the key file {} is empty", path.display());
+    }
+    Ok(key)
+}
+
+/// The API's `auth` object, secrets read from their files; `None` when nothing was given.
+/// Push jobs, protect requests and stored credentials all send this shape.
+pub fn auth_body(login: &LoginFiles<'_>) -> anyhow::Result<Option<Value>> {
+    Ok(Some(
+        match (login.key_file, login.password_file, login.credential) {
+            (None, None, None) => return Ok(None),
+            (None, None, Some(id)) => json!({"kind": "credential", "id": id}),
+            (Some(key_file), None, None) => {
+                let passphrase = login
+                    .key_passphrase_file
+                    .map(read_password_file)
+                    .transpose()?;
+                json!({"kind": "private_key", "private_key": read_key_file(key_file)?,
+                    "passphrase": passphrase})
+            }
+            (None, Some(password_file), None) => {
+                json!({"kind": "password", "password": read_password_file(password_file)?})
+            }
+            _ => {
+                anyhow::bail!("give exactly one of --key-file, --password-file and --credential")
+            }
+        },
+    ))
+}
 
 /// The body of `POST /api/v1/push-jobs` for `operation` (`install`, `upgrade`, `uninstall`),
 /// with the secrets read from their files.
 pub fn push_request(args: &PushArgs, operation: &str) -> anyhow::Result<Value> {
-    let auth = match (&args.key_file, &args.password_file, &args.credential) {
-        (None, None, Some(id)) => json!({"kind": "credential", "id": id}),
-        (Some(key_file), None, None) => {
-            let size = std::fs::metadata(key_file)
-                .with_context(|| format!("reading the key file {}", key_file.display()))?
-                .len();
-            if size > MAX_KEY_FILE {
-                anyhow::bail!(
-                    "the key file {} is larger than 64 KiB: is it a private key?",
-                    key_file.display()
-                );
-            }
-            let key = std::fs::read_to_string(key_file)
-                .with_context(|| format!("reading the key file {}", key_file.display()))?;
-            if key.trim().is_empty() {
-                anyhow::bail!("the key file {} is empty", key_file.display());
-            }
-            let passphrase = args
-                .key_passphrase_file
-                .as_deref()
-                .map(read_password_file)
-                .transpose()?;
-            json!({"kind": "private_key", "private_key": key, "passphrase": passphrase})
-        }
-        (None, Some(password_file), None) => {
-            json!({"kind": "password", "password": read_password_file(password_file)?})
-        }
-        _ => anyhow::bail!("give exactly one of --key-file, --password-file and --credential"),
-    };
+    let auth = auth_body(&LoginFiles {
+        key_file: args.key_file.as_deref(),
+        key_passphrase_file: args.key_passphrase_file.as_deref(),
+        password_file: args.password_file.as_deref(),
+        credential: args.credential.as_deref(),
+    })?
+    .context("give one of --key-file, --password-file and --credential")?;
     let mut body = json!({
         "operation": operation,
         "username": args.user.as_deref().unwrap_or_default(),

@@ -6,50 +6,20 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::{print_json, read_password_file, segment, text};
+use super::{print_json, segment, text};
 use crate::api_client::ApiClient;
-use crate::api_cmd_push::{follow, POLL};
+use crate::api_cmd_push::{auth_body, follow, LoginFiles, POLL};
 use crate::cli::VmProtectArgs;
-
-/// A private key file larger than this is no key (the API takes at most 64 KiB of JSON).
-const MAX_KEY_FILE: u64 = 64 << 10;
-
-fn read_key_file(path: &std::path::Path) -> anyhow::Result<String> {
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("reading the key file {}", path.display()))?
-        .len();
-    if size > MAX_KEY_FILE {
-        anyhow::bail!(
-            "the key file {} is larger than 64 KiB: is it a private key?",
-            path.display()
-        );
-    }
-    let key = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the key file {}", path.display()))?;
-    if key.trim().is_empty() {
-        anyhow::bail!("the key file {} is empty", path.display());
-    }
-    Ok(key)
-}
 
 /// The body of `POST /api/v1/vcenters/{id}/vms/{moref}/protect`, secrets read from their files.
 pub fn protect_request(args: &VmProtectArgs) -> anyhow::Result<Value> {
-    let auth = match (&args.key_file, &args.password_file, &args.credential) {
-        (None, None, Some(id)) => json!({"kind": "credential", "id": id}),
-        (Some(key_file), None, None) => {
-            let passphrase = args
-                .key_passphrase_file
-                .as_deref()
-                .map(read_password_file)
-                .transpose()?;
-            json!({"kind": "private_key", "private_key": read_key_file(key_file)?,
-                "passphrase": passphrase})
-        }
-        (None, Some(password_file), None) => {
-            json!({"kind": "password", "password": read_password_file(password_file)?})
-        }
-        _ => anyhow::bail!("give exactly one of --key-file, --password-file and --credential"),
-    };
+    let auth = auth_body(&LoginFiles {
+        key_file: args.key_file.as_deref(),
+        key_passphrase_file: args.key_passphrase_file.as_deref(),
+        password_file: args.password_file.as_deref(),
+        credential: args.credential.as_deref(),
+    })?
+    .context("give one of --key-file, --password-file and --credential")?;
     let mut body = json!({
         "username": args.user.as_deref().unwrap_or_default(),
         "auth": auth,
@@ -155,6 +125,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::api_cmd_push::MAX_KEY_FILE;
     use crate::cli::{Cli, Command, VmsCommand};
 
     fn args_of(argv: &[&str]) -> VmProtectArgs {

@@ -2,14 +2,15 @@
 //! Secrets are read from files, never from the command line (it shows in `ps` and shell history).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::api_client::ApiClient;
-use crate::api_cmd::{print_json, read_password_file, segment, table, text};
+use crate::api_cmd::{print_json, segment, table, text};
+use crate::api_cmd_push::{auth_body, LoginFiles};
 
 #[derive(Debug, Subcommand)]
 pub enum CredentialCommand {
@@ -74,32 +75,15 @@ pub struct CredentialUpdateArgs {
     pub secret: SecretArgs,
 }
 
-fn read_key_file(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("reading the private key file {}", path.display()))
-}
-
 impl SecretArgs {
     /// The `auth` object of the API, or `None` when no secret was given.
     pub fn auth(&self) -> anyhow::Result<Option<Value>> {
-        if let Some(path) = &self.password_file {
-            return Ok(Some(
-                json!({"kind": "password", "password": read_password_file(path)?}),
-            ));
-        }
-        if let Some(path) = &self.key_file {
-            let passphrase = self
-                .key_passphrase_file
-                .as_deref()
-                .map(read_password_file)
-                .transpose()?;
-            return Ok(Some(json!({
-                "kind": "private_key",
-                "private_key": read_key_file(path)?,
-                "passphrase": passphrase,
-            })));
-        }
-        Ok(None)
+        auth_body(&LoginFiles {
+            key_file: self.key_file.as_deref(),
+            key_passphrase_file: self.key_passphrase_file.as_deref(),
+            password_file: self.password_file.as_deref(),
+            credential: None,
+        })
     }
 }
 
