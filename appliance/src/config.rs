@@ -377,6 +377,25 @@ mod tests {
         });
     }
 
+    /// The configuration the image ships (image/overlay) is one this code accepts, with the
+    /// addresses the image's units and firewall expect.
+    #[test]
+    fn the_image_configuration_loads() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "image.toml",
+                include_str!("../../image/overlay/etc/ferry/appliance.toml"),
+            )?;
+            let cfg = load_in_jail(Some("image.toml")).unwrap();
+            assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/ferry"));
+            assert_eq!(cfg.listen_management, "0.0.0.0:443");
+            assert_eq!(cfg.listen_redirect.as_deref(), Some("0.0.0.0:80"));
+            assert_eq!(cfg.listen_data, "0.0.0.0:9443");
+            assert_eq!(cfg.agents_dir, PathBuf::from("/usr/lib/ferry/agents"));
+            Ok(())
+        });
+    }
+
     #[test]
     fn push_install_keys_come_from_file_and_env() {
         Jail::expect_with(|jail| {
