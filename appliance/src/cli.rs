@@ -74,6 +74,18 @@ pub enum Command {
     /// Store named guest logins that push installs use by id (through the daemon)
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// Apply the OVF environment (hostname, network, NTP, admin password) once, at first boot
+    Firstboot(FirstbootArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FirstbootArgs {
+    /// Root of the file system to write into
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Read the OVF environment from this file instead of guestinfo and the CD-ROM
+    #[arg(long, value_name = "FILE")]
+    pub ovf_env: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -181,6 +181,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let api = ApiClient::from_config(&cfg, token_file)?;
             admin_runtime()?.block_on(crate::cli::credential::run(&api, command, &mut stdout))
         }
+        Command::Firstboot(args) => {
+            admin_logging(&cfg)?;
+            firstboot(&args, &mut stdout)
+        }
         Command::Restore(args) => {
             admin_logging(&cfg)?;
             let loc = vault_location(&cfg, &args.vault)?;
@@ -190,6 +194,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `firstboot`: never fails for a bad or missing OVF environment (that means DHCP and the web
+/// setup), only when the root file system cannot be written.
+fn firstboot(args: &crate::cli::FirstbootArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let found = match &args.ovf_env {
+        Some(file) => Some(crate::firstboot::FoundEnvironment {
+            source: file.display().to_string(),
+            document: crate::firstboot::read_limited(file)?,
+        }),
+        None => {
+            let guestinfo = crate::firstboot::read_guestinfo();
+            let cdroms = crate::firstboot::cdrom_mounts(&args.root);
+            match crate::firstboot::find_environment(guestinfo.as_deref(), &cdroms) {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::warn!(%err, "the OVF environment on the CD-ROM cannot be read");
+                    None
+                }
+            }
+        }
+    };
+    let plan = crate::firstboot::plan_for(found.as_ref());
+    if let crate::firstboot::Network::Dhcp { reason } = &plan.network {
+        tracing::warn!(%reason, "first boot leaves the network on DHCP");
+    }
+    let written = crate::firstboot::apply(&args.root, &plan)?;
+    for line in crate::firstboot::describe(&plan, &written) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
 }
 
 /// `push ...`: every one goes through the daemon (the jobs run there).

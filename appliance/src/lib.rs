@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod files;
+pub mod firstboot;
 pub mod logging;
 pub mod mgmt;
 pub mod points_cmd;
