@@ -85,12 +85,20 @@ impl Plan {
         let mut ignored = Vec::new();
 
         let hostname = get(KEY_HOSTNAME).map(|h| h.trim_end_matches('.').to_ascii_lowercase());
-        let network = match static_network(&get, hostname.as_deref()) {
+        let network = match static_network(&get) {
             Ok(network) => network,
             Err(reason) => Network::Dhcp { reason },
         };
-        // A bad hostname is part of the network fallback; the image's own hostname stays.
-        let hostname = hostname.filter(|h| valid_hostname(h));
+        // A bad host name does not cost a good address: it is skipped and the image's own stays.
+        let hostname = match hostname {
+            Some(h) if !valid_hostname(&h) => {
+                ignored.push(format!(
+                    "{KEY_HOSTNAME}: {h:?} is not an RFC 1123 host name"
+                ));
+                None
+            }
+            other => other,
+        };
 
         let mut ntp = Vec::new();
         if let Some(list) = get(KEY_NTP) {
@@ -137,17 +145,7 @@ impl Plan {
     }
 }
 
-fn static_network<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-    hostname: Option<&str>,
-) -> Result<Network, String> {
-    if let Some(h) = hostname {
-        if !valid_hostname(h) {
-            return Err(format!(
-                "{KEY_HOSTNAME}: {h:?} is not an RFC 1123 host name"
-            ));
-        }
-    }
+fn static_network<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Network, String> {
     let Some(cidr) = get(KEY_IP) else {
         return Err(format!("{KEY_IP} is empty"));
     };

@@ -123,11 +123,16 @@ fn a_bad_dns_server_falls_back_to_dhcp() {
 }
 
 #[test]
-fn a_bad_hostname_falls_back_to_dhcp_and_is_not_applied() {
+fn a_bad_hostname_is_skipped_with_a_reason_and_keeps_the_static_address() {
     for bad in ["-dr1", "dr_1", "dr..1", "a/b", "1.2.3.4", &"x".repeat(64)] {
         let plan = Plan::from_properties("x", &with(&[("ferry.hostname", bad)]));
-        assert!(dhcp_reason(&plan).starts_with("ferry.hostname"), "{bad}");
+        assert!(matches!(plan.network, Network::Static { .. }), "{bad}");
         assert_eq!(plan.hostname, None, "{bad}");
+        assert!(
+            plan.ignored.iter().any(|i| i.starts_with("ferry.hostname")),
+            "{bad}: {:?}",
+            plan.ignored
+        );
     }
 }
 
