@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod image;
+pub mod push_kit;
 pub mod sshd;
 pub mod vcsim;
 pub mod web_harness;

@@ -14,43 +14,14 @@
 //! while the first installs, and protecting a protected VM again (that is an upgrade's job). The
 //! private key appears in no API answer, the audit log, the job logs or the appliance log.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ferry_tests::push_kit::{agent_alive, agents_dir, lines, seeded_image, AgentGuard};
 use ferry_tests::sshd::Sshd;
 use ferry_tests::vcsim::Vcsim;
 use ferry_tests::web_harness as http;
-use ferry_tests::{assert_point_restores, bin, Appliance};
+use ferry_tests::{assert_point_restores, Appliance};
 use serde_json::{json, Value};
-
-/// 16 MiB of seeded pseudo-random data with zero runs (the agent skips those), like a small disk.
-fn seeded_image(path: &Path) {
-    let mut seed = 0x6a09_e667_f3bc_c908u64;
-    let mut data = vec![0u8; 16 << 20];
-    for (i, chunk) in data.chunks_mut(64 << 10).enumerate() {
-        if i % 5 == 3 {
-            continue;
-        }
-        for b in chunk.iter_mut() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *b = seed as u8;
-        }
-    }
-    std::fs::write(path, data).unwrap();
-}
-
-/// `<dir>/mobility-<this arch>`: the agent binary the tests built, where push installs take it from.
-fn agents_dir(dir: &Path) -> PathBuf {
-    let agents = dir.join("agents");
-    std::fs::create_dir_all(&agents).unwrap();
-    let dst = agents.join(format!("mobility-{}", std::env::consts::ARCH));
-    if std::fs::hard_link(bin("mobility"), &dst).is_err() {
-        std::fs::copy(bin("mobility"), &dst).unwrap();
-    }
-    agents
-}
 
 fn call(
     app: &Appliance,
@@ -74,15 +45,6 @@ fn refused_on(r: http::Response, field: &str) {
     );
 }
 
-fn lines(job: &Value) -> Vec<&str> {
-    job["log"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect()
-}
-
 /// Polls `check` every 250 ms until it gives a value; panics after `limit` with the last state.
 fn poll<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
     let start = Instant::now();
@@ -93,28 +55,6 @@ fn poll<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Result<T, Str
                 panic!("{what}: not within {limit:?}; last seen: {last}")
             }
             Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
-
-fn agent_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("ferry-mobility"))
-        .unwrap_or(false)
-}
-
-/// Stops the agent the install started, should the test fail before the uninstall did.
-struct AgentGuard(PathBuf);
-
-impl Drop for AgentGuard {
-    fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(&self.0) else {
-            return;
-        };
-        if let Ok(pid) = text.trim().parse::<u32>() {
-            if agent_alive(pid) {
-                ferry_tests::signal(pid, "KILL");
-            }
         }
     }
 }
@@ -185,7 +125,7 @@ fn until_protected(
 fn protect_a_discovered_vm_installs_replicates_and_refuses_bad_requests() {
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("disk.img");
-    seeded_image(&img);
+    seeded_image(&img, 0x6a09_e667_f3bc_c908);
     let agents = agents_dir(t.path());
     let app = Appliance::start(
         &t.path().join("data"),

@@ -7,42 +7,14 @@
 //! cancelled, a recorded host key can be forgotten once, and the private key appears nowhere.
 
 use anyhow::Result;
+use ferry_tests::push_kit::{agent_alive, agents_dir, lines, seeded_image, AgentGuard};
 use ferry_tests::sshd::{self, Sshd};
-use ferry_tests::{assert_point_restores, bin, Appliance};
+use ferry_tests::{assert_point_restores, Appliance};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_tests::web_harness as http;
-
-/// 16 MiB of seeded pseudo-random data with zero runs (the agent skips those), like a small disk.
-fn seeded_image(path: &Path) {
-    let mut seed = 0x51ed_270b_27a3_3c01u64;
-    let mut data = vec![0u8; 16 << 20];
-    for (i, chunk) in data.chunks_mut(64 << 10).enumerate() {
-        if i % 5 == 3 {
-            continue;
-        }
-        for b in chunk.iter_mut() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *b = seed as u8;
-        }
-    }
-    std::fs::write(path, data).unwrap();
-}
-
-/// `<dir>/mobility-<this arch>`: the agent binary the tests built, where push installs take it from.
-fn agents_dir(dir: &Path) -> PathBuf {
-    let agents = dir.join("agents");
-    std::fs::create_dir_all(&agents).unwrap();
-    let dst = agents.join(format!("mobility-{}", std::env::consts::ARCH));
-    if std::fs::hard_link(bin("mobility"), &dst).is_err() {
-        std::fs::copy(bin("mobility"), &dst).unwrap();
-    }
-    agents
-}
 
 /// One request over a fresh TLS connection that trusts only the appliance's CA.
 fn https(
@@ -82,38 +54,6 @@ fn finished(app: &Appliance, token: &str, id: &str, limit: Duration) -> Value {
             app.log_text()
         );
         std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn lines(job: &Value) -> Vec<&str> {
-    job["log"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect()
-}
-
-/// Whether a process that named the agent still runs (a zombie or a reused pid does not count).
-fn agent_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("ferry-mobility"))
-        .unwrap_or(false)
-}
-
-/// Stops the agent the install started, should the test fail before the uninstall did.
-struct AgentGuard(PathBuf);
-
-impl Drop for AgentGuard {
-    fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(&self.0) else {
-            return;
-        };
-        if let Ok(pid) = text.trim().parse::<u32>() {
-            if agent_alive(pid) {
-                ferry_tests::signal(pid, "KILL");
-            }
-        }
     }
 }
 
@@ -158,7 +98,7 @@ fn viewer_token(app: &Appliance, admin: &str) -> String {
 fn push_jobs_over_the_api_install_replicate_and_uninstall() {
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("disk.img");
-    seeded_image(&img);
+    seeded_image(&img, 0x51ed_270b_27a3_3c01);
     let agents = agents_dir(t.path());
     let app = Appliance::start(
         &t.path().join("data"),

@@ -10,46 +10,18 @@
 //! and the point restores byte for byte; an uninstall through the CLI stops it. A wrong guest
 //! password ends a job with `authentication_failed`, a powered-off VM with `tools_not_running`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use ferry_tests::push_kit::{agent_alive, agents_dir, lines, seeded_image, AgentGuard};
 use ferry_tests::vcsim::Vcsim;
 use ferry_tests::web_harness as http;
-use ferry_tests::{assert_point_restores, bin, Appliance};
+use ferry_tests::{assert_point_restores, Appliance};
 use serde_json::{json, Value};
 
 const GUEST_USER: &str = "root";
 const GUEST_PASSWORD: &str = "Guest-Tools-Passw0rd";
-
-/// 16 MiB of seeded pseudo-random data with zero runs (the agent skips those), like a small disk.
-fn seeded_image(path: &Path) {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut data = vec![0u8; 16 << 20];
-    for (i, chunk) in data.chunks_mut(64 << 10).enumerate() {
-        if i % 5 == 3 {
-            continue;
-        }
-        for b in chunk.iter_mut() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *b = seed as u8;
-        }
-    }
-    std::fs::write(path, data).unwrap();
-}
-
-/// `<dir>/mobility-<this arch>`: the agent binary the tests built, where push installs take it from.
-fn agents_dir(dir: &Path) -> PathBuf {
-    let agents = dir.join("agents");
-    std::fs::create_dir_all(&agents).unwrap();
-    let dst = agents.join(format!("mobility-{}", std::env::consts::ARCH));
-    if std::fs::hard_link(bin("mobility"), &dst).is_err() {
-        std::fs::copy(bin("mobility"), &dst).unwrap();
-    }
-    agents
-}
 
 fn call(
     app: &Appliance,
@@ -61,15 +33,6 @@ fn call(
     let r: Result<http::Response> =
         http::appliance_https(app, method, path, Some(token), body.as_ref());
     r.unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
-}
-
-fn lines(job: &Value) -> Vec<&str> {
-    job["log"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect()
 }
 
 /// Polls a push job until it ends; fails after `limit` with the job and the appliance log.
@@ -107,28 +70,6 @@ fn temp_dir_of(job: &Value) -> PathBuf {
     PathBuf::from(line.rsplit(' ').next().unwrap())
 }
 
-fn agent_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("ferry-mobility"))
-        .unwrap_or(false)
-}
-
-/// Stops the agent the install started, should the test fail before the uninstall did.
-struct AgentGuard(PathBuf);
-
-impl Drop for AgentGuard {
-    fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(&self.0) else {
-            return;
-        };
-        if let Ok(pid) = text.trim().parse::<u32>() {
-            if agent_alive(pid) {
-                ferry_tests::signal(pid, "KILL");
-            }
-        }
-    }
-}
-
 /// Powers a vcsim VM off with the project's own vSphere client.
 fn power_off(sim: &Vcsim, moref: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -158,7 +99,7 @@ fn power_off(sim: &Vcsim, moref: &str) {
 fn push_install_through_vmware_tools_replicates_and_names_its_failures() {
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("disk.img");
-    seeded_image(&img);
+    seeded_image(&img, 0x2545_f491_4f6c_dd1d);
     let agents = agents_dir(t.path());
     let app = Appliance::start(
         &t.path().join("data"),
