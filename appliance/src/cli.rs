@@ -76,6 +76,18 @@ pub enum Command {
     Credential(CredentialCommand),
     /// Apply the OVF environment (hostname, network, NTP, admin password) once, at first boot
     Firstboot(FirstbootArgs),
+    /// Write the VM console's login banner: addresses, CA fingerprint, setup token or login URL
+    ConsoleBanner(ConsoleBannerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleBannerArgs {
+    /// Where agetty reads the banner from
+    #[arg(long, value_name = "PATH", default_value = crate::console_banner::DEFAULT_ISSUE_FILE)]
+    pub issue_file: PathBuf,
+    /// Seconds to wait for the management listener before writing what is known
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +98,17 @@ pub struct FirstbootArgs {
     /// Read the OVF environment from this file instead of guestinfo and the CD-ROM
     #[arg(long, value_name = "FILE")]
     pub ovf_env: Option<PathBuf>,
+    /// Leave the block devices alone: no CD-ROM mount, data disk or root growth (they only ever
+    /// run when --root is /)
+    #[arg(long)]
+    pub no_devices: bool,
+}
+
+impl FirstbootArgs {
+    /// Devices are the running system's: touching them for another root would be wrong.
+    pub fn touches_devices(&self) -> bool {
+        !self.no_devices && self.root == std::path::Path::new("/")
+    }
 }
 
 #[derive(Debug, Args)]
@@ -498,6 +521,43 @@ mod tests {
                 json: false
             })
         ));
+    }
+
+    #[test]
+    fn console_banner_and_firstboot_parse() {
+        let Command::ConsoleBanner(args) = parse(&["console-banner"]).unwrap().command else {
+            panic!("not console-banner")
+        };
+        assert_eq!(
+            args.issue_file,
+            PathBuf::from("/run/issue.d/50-ferry.issue")
+        );
+        assert_eq!(args.wait, 120);
+        let cli = parse(&["console-banner", "--issue-file", "/tmp/x", "--wait", "0"]).unwrap();
+        let Command::ConsoleBanner(args) = cli.command else {
+            panic!("not console-banner")
+        };
+        assert_eq!((args.issue_file, args.wait), (PathBuf::from("/tmp/x"), 0));
+        assert!(parse(&["console-banner", "--wait", "-1"]).is_err());
+        assert!(parse(&["console-banner", "--wait", "soon"]).is_err());
+
+        let Command::Firstboot(args) = parse(&["firstboot"]).unwrap().command else {
+            panic!("not firstboot")
+        };
+        assert!(args.touches_devices());
+        let Command::Firstboot(args) = parse(&["firstboot", "--root", "/tmp/r"]).unwrap().command
+        else {
+            panic!("not firstboot")
+        };
+        assert!(
+            !args.touches_devices(),
+            "another root never touches this machine's disks"
+        );
+        let Command::Firstboot(args) = parse(&["firstboot", "--no-devices"]).unwrap().command
+        else {
+            panic!("not firstboot")
+        };
+        assert!(!args.touches_devices());
     }
 
     #[test]

@@ -185,6 +185,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             admin_logging(&cfg)?;
             firstboot(&args, &mut stdout)
         }
+        Command::ConsoleBanner(args) => {
+            admin_logging(&cfg)?;
+            crate::console_banner::run(
+                &cfg,
+                &args.issue_file,
+                std::time::Duration::from_secs(args.wait),
+                &mut stdout,
+            )
+        }
         Command::Restore(args) => {
             admin_logging(&cfg)?;
             let loc = vault_location(&cfg, &args.vault)?;
@@ -197,17 +206,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `firstboot`: never fails for a bad or missing OVF environment (that means DHCP and the web
-/// setup), only when the root file system cannot be written.
+/// setup), only when the root file system cannot be written. The device steps (CD-ROM, data
+/// disk, root growth) print their failures and go on: the appliance must come up reachable.
 fn firstboot(args: &crate::cli::FirstbootArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    use crate::firstboot::devices;
+    let paths = devices::SystemPaths::under(&args.root);
+    let runner = devices::SystemRunner;
+    // Every line goes to the console now and into the summary the console banner shows later.
+    let mut lines = Vec::new();
     let found = match &args.ovf_env {
         Some(file) => Some(crate::firstboot::FoundEnvironment {
             source: file.display().to_string(),
             document: crate::firstboot::read_limited(file)?,
         }),
         None => {
-            let guestinfo = crate::firstboot::read_guestinfo();
+            let guestinfo =
+                crate::firstboot::read_guestinfo().filter(|text| !text.trim().is_empty());
+            // The ISO is only looked for when guestinfo, vSphere's default transport, is empty.
+            let mut iso = Vec::new();
+            if guestinfo.is_none() && args.touches_devices() {
+                let scan = devices::read_cdroms(&paths, &runner);
+                lines.extend(scan.lines);
+                iso = scan.found;
+            }
             let cdroms = crate::firstboot::cdrom_mounts(&args.root);
-            match crate::firstboot::find_environment(guestinfo.as_deref(), &cdroms) {
+            match crate::firstboot::find_environment(guestinfo.as_deref(), &iso, &cdroms) {
                 Ok(found) => found,
                 Err(err) => {
                     tracing::warn!(%err, "the OVF environment on the CD-ROM cannot be read");
@@ -220,10 +243,35 @@ fn firstboot(args: &crate::cli::FirstbootArgs, out: &mut impl Write) -> anyhow::
     if let crate::firstboot::Network::Dhcp { reason } = &plan.network {
         tracing::warn!(%reason, "first boot leaves the network on DHCP");
     }
-    let written = crate::firstboot::apply(&args.root, &plan)?;
-    for line in crate::firstboot::describe(&plan, &written) {
+    let applied = crate::firstboot::apply(&args.root, &plan);
+    match &applied {
+        Ok(written) => lines.extend(crate::firstboot::describe(&plan, written)),
+        Err(err) => lines.push(format!("first boot could not write its files: {err}")),
+    }
+    if args.touches_devices() {
+        // systemd set the host name from /etc/hostname before first boot wrote it.
+        if let Some(hostname) = &plan.hostname {
+            if let Err(err) = std::fs::write("/proc/sys/kernel/hostname", hostname) {
+                lines.push(format!("hostname: not applied until the next boot: {err}"));
+            }
+        }
+        match devices::prepare_data_disk(&paths, &runner) {
+            Ok(more) => lines.extend(more),
+            Err(err) => lines.push(format!("data disk: not prepared: {err}")),
+        }
+        match devices::grow_root(&paths, &runner) {
+            Ok(line) => lines.push(line),
+            Err(err) => lines.push(format!("root file system: not grown: {err}")),
+        }
+    }
+    for line in &lines {
         writeln!(out, "{line}")?;
     }
+    if let Err(err) = crate::firstboot::write_summary(&args.root, &lines) {
+        writeln!(out, "{err}")?;
+    }
+    // Without its files written first boot has not happened: the unit runs again next boot.
+    applied?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod api_cmd;
 pub mod api_cmd_push;
 pub mod cli;
 pub mod config;
+pub mod console_banner;
 pub mod daemon;
 pub mod dispatch;
 pub mod files;

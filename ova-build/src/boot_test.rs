@@ -1,7 +1,21 @@
-//! `ova-build --boot-test`: placeholder while it is written.
-use anyhow::Result;
-use std::path::PathBuf;
-use std::time::Duration;
+//! `ova-build --boot-test PATH.ova`: checks the OVA as vSphere would read it, then boots its disks
+//! twice under QEMU with an OVF environment on the CD-ROM, the way vSphere's ISO transport delivers
+//! it, and checks what first boot did. Exits 0 only when every check passed.
+//!
+//! - Boot "static": host name, static address, gateway and DNS, and an admin password. The forward
+//!   goes to the static address, so an answer proves it applied; the serial console's login prompt
+//!   shows the host name; the password's unattended setup completes; the system disk is 1 GiB larger
+//!   than the VMDK so first boot grows the root file system; the blank data disk gets formatted; and
+//!   the mobility agent on the host replicates a disk through the forwarded 9443 into the vault.
+//! - Boot "bad address": an invalid address. First boot must fall back to DHCP with the reason on the
+//!   console, the setup page must answer at the DHCP address, and setup must still be required.
+
+use crate::boot_checks::{self as check, https};
+use crate::qemu::{self, Forward, Qemu, Vm, VmSpec};
+use crate::{ova, run};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Options {
@@ -13,6 +27,278 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-pub fn run(_o: &Options) -> Result<()> {
-    anyhow::bail!("not written yet")
+/// QEMU user networking hands the first DHCP lease out at this address.
+const DHCP_ADDRESS: &str = "10.0.2.15";
+const STATIC_ADDRESS: &str = "10.0.2.20";
+const GROWTH_BYTES: u64 = 1 << 30;
+/// Less than the OVF's 8 GiB: the test machine runs other things; the appliance needs far less.
+const TEST_MEMORY_MIB: u32 = 2048;
+
+pub fn run(opts: &Options) -> Result<()> {
+    let started = Instant::now();
+    run::require_tools(&["qemu-img", "genisoimage", "curl", "tar", "sha256sum"])?;
+    let mobility = opts
+        .mobility_bin
+        .clone()
+        .context("no mobility binary (build it, or pass --mobility-bin)")?;
+    let qemu = Qemu::find(opts.qemu.as_deref())?;
+    let dir = opts.work.join("boot-test");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(dir.join("ova"))?;
+    let dir = std::fs::canonicalize(&dir)?;
+    println!("== checking {}", opts.ova.display());
+    let checked = ova::check(&opts.ova, &dir.join("ova"), opts.ovf_schema.as_deref())?;
+    let [system, data] = checked.vmdks.as_slice() else {
+        bail!(
+            "expected two disks (system, data), found {}",
+            checked.vmdks.len()
+        );
+    };
+    let system_bytes = virtual_size(system)? + GROWTH_BYTES;
+
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    let boots: [(&str, Boot); 2] = [("static", boot_static), ("bad-address", boot_bad_address)];
+    for (name, boot) in boots {
+        println!("== boot {name}");
+        let ctx = BootContext {
+            qemu: &qemu,
+            dir: &dir,
+            name,
+            system,
+            system_bytes,
+            data,
+            mobility: &mobility,
+            timeout: opts.timeout,
+        };
+        match boot(&ctx) {
+            Ok(lines) => {
+                for line in &lines {
+                    println!("  ok: {line}");
+                }
+                results.extend(lines.into_iter().map(|l| format!("{name}: {l}")));
+            }
+            Err(err) => {
+                println!("  FAILED: {err:#}");
+                failures.push(format!("{name}: {err:#}"));
+            }
+        }
+    }
+    println!(
+        "boot test: {} checks passed, {} boots failed, {:.0} s in all",
+        results.len(),
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failures.is_empty() {
+        bail!("boot test failed:\n{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// One boot: the checks that passed, or the first that failed.
+type Boot = fn(&BootContext) -> Result<Vec<String>>;
+
+#[derive(Debug)]
+struct BootContext<'a> {
+    qemu: &'a Qemu,
+    dir: &'a Path,
+    name: &'a str,
+    system: &'a Path,
+    system_bytes: u64,
+    data: &'a Path,
+    mobility: &'a Path,
+    timeout: Duration,
+}
+
+impl BootContext<'_> {
+    fn boot(&self, properties: &[(&str, String)], forwards: &[Forward]) -> Result<Vm> {
+        let iso = qemu::env_iso(self.dir, self.name, &qemu::ovf_env(properties))?;
+        Vm::start(
+            self.qemu,
+            &VmSpec {
+                name: self.name,
+                dir: self.dir,
+                system_vmdk: self.system,
+                system_bytes: self.system_bytes,
+                data_vmdk: self.data,
+                env_iso: Some(&iso),
+                forwards,
+                memory_mib: TEST_MEMORY_MIB,
+            },
+        )
+    }
+}
+
+fn forwards(guest: &str) -> Result<(u16, u16, Vec<Forward>)> {
+    let api = qemu::free_port()?;
+    let data = qemu::free_port()?;
+    let list = vec![
+        Forward {
+            host_port: api,
+            guest: guest.into(),
+            guest_port: 443,
+        },
+        Forward {
+            host_port: data,
+            guest: guest.into(),
+            guest_port: 9443,
+        },
+    ];
+    Ok((api, data, list))
+}
+
+fn boot_static(ctx: &BootContext) -> Result<Vec<String>> {
+    let password = format!("Boot-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let hostname = "ferry-boot-static";
+    let (api, data_port, fwd) = forwards(STATIC_ADDRESS)?;
+    let mut vm = ctx.boot(
+        &[
+            ("ferry.hostname", hostname.into()),
+            ("ferry.ip", format!("{STATIC_ADDRESS}/24")),
+            ("ferry.gateway", "10.0.2.2".into()),
+            ("ferry.dns", "10.0.2.3".into()),
+            ("ferry.admin_password", password.clone()),
+        ],
+        &fwd,
+    )?;
+    let mut ok = Vec::new();
+    let took = check::wait_https(&mut vm, api, "/api/v1/setup", 200, ctx.timeout)?;
+    ok.push(format!(
+        "setup API answered over HTTPS at the static address {STATIC_ADDRESS} after {:.0} s",
+        took.as_secs_f64()
+    ));
+    check::wait_setup_complete(&mut vm, api, Duration::from_secs(180))?;
+    let token = check::login(api, &password)?;
+    ok.push("unattended setup from the admin password completed; admin signs in".into());
+    // The console banner comes last: after the listener, once setup is known.
+    check::wait_serial(&mut vm, "First boot:", Duration::from_secs(240))
+        .context("the console banner")?;
+    let serial = vm.serial();
+    let status = https(api, "GET", "/api/v1/status", Some(&token), None)?.json()?;
+    let fingerprint = status["ca_fingerprint"]
+        .as_str()
+        .context("no ca_fingerprint")?;
+    for (needle, what) in [
+        (
+            format!("network: static {STATIC_ADDRESS}/24"),
+            "the static address applied".to_string(),
+        ),
+        (
+            format!("{hostname} login:"),
+            format!("host name {hostname} on the login prompt"),
+        ),
+        (
+            "root file system grown".into(),
+            "root file system grown into the enlarged disk".into(),
+        ),
+        (
+            "label ferry-data".into(),
+            "blank data disk formatted as ferry-data".into(),
+        ),
+        (
+            fingerprint.to_string(),
+            "the console banner shows the CA fingerprint".into(),
+        ),
+        (
+            "Setup is complete".into(),
+            "the console banner says setup is complete".into(),
+        ),
+    ] {
+        if !serial.contains(&needle) {
+            bail!(
+                "the serial console does not show {needle:?} ({what}); log {}",
+                vm.serial_log.display()
+            );
+        }
+        ok.push(what);
+    }
+    let disk = ctx.dir.join("replicated.img");
+    check::seeded_disk(&disk, 32, 5)?;
+    let point = check::replicate(
+        &mut vm,
+        api,
+        data_port,
+        &token,
+        ctx.mobility,
+        ctx.dir,
+        &disk,
+    )?;
+    ok.push(format!(
+        "agent replicated 32 MiB through the forwarded 9443; point {point} is in the vault"
+    ));
+    Ok(ok)
+}
+
+fn boot_bad_address(ctx: &BootContext) -> Result<Vec<String>> {
+    let hostname = "ferry-boot-dhcp";
+    let (api, _, fwd) = forwards(DHCP_ADDRESS)?;
+    let mut vm = ctx.boot(
+        &[
+            ("ferry.hostname", hostname.into()),
+            ("ferry.ip", "10.0.2.300/24".into()),
+            ("ferry.gateway", "10.0.2.2".into()),
+        ],
+        &fwd,
+    )?;
+    let mut ok = Vec::new();
+    let took = check::wait_https(&mut vm, api, "/setup", 200, ctx.timeout)?;
+    ok.push(format!(
+        "setup page answered at the DHCP address {DHCP_ADDRESS} after {:.0} s",
+        took.as_secs_f64()
+    ));
+    let phase = check::phase(&https(api, "GET", "/api/v1/setup", None, None)?)?;
+    if phase != "required" {
+        bail!("without an admin password setup should be required, it is {phase}");
+    }
+    check::wait_serial(&mut vm, "First boot:", Duration::from_secs(240))
+        .context("the console banner")?;
+    let serial = vm.serial();
+    let reason = serial
+        .lines()
+        .find(|l| l.contains("network: DHCP ("))
+        .context("no DHCP fallback line on the console")?
+        .trim()
+        .to_string();
+    if !reason.contains("10.0.2.300") {
+        bail!("the DHCP fallback's reason does not name the bad value: {reason}");
+    }
+    ok.push(format!(
+        "bad address fell back to DHCP, the console says why: {reason}"
+    ));
+    for (needle, what) in [
+        (
+            format!("{hostname} login:"),
+            "the valid host name still applied",
+        ),
+        (
+            "/setup".to_string(),
+            "the console banner shows the setup URL",
+        ),
+        (
+            "and enter this setup token:".to_string(),
+            "the console banner shows the setup token",
+        ),
+    ] {
+        if !serial.contains(&needle) {
+            bail!(
+                "the serial console does not show {needle:?} ({what}); log {}",
+                vm.serial_log.display()
+            );
+        }
+        ok.push(what.to_string());
+    }
+    Ok(ok)
+}
+
+fn virtual_size(vmdk: &Path) -> Result<u64> {
+    let info: serde_json::Value = serde_json::from_str(&run::cmd(
+        "qemu-img",
+        ["info".as_ref(), "--output=json".as_ref(), vmdk.as_os_str()],
+    )?)?;
+    info["virtual-size"]
+        .as_u64()
+        .context("qemu-img info gave no virtual-size")
 }

@@ -134,7 +134,9 @@ fn install_grub(work: &Path, raw: &Path, root_uuid: &str) -> Result<()> {
     let early = work.join("grub-early.cfg");
     std::fs::write(
         &early,
-        format!("search --no-floppy --fs-uuid --set=root {root_uuid}\nset prefix=($root)/boot/grub\n"),
+        format!(
+            "search --no-floppy --fs-uuid --set=root {root_uuid}\nset prefix=($root)/boot/grub\n"
+        ),
     )?;
     let core = work.join("grub-core.img");
     let mut args: Vec<String> = ["-O", "i386-pc", "-p", "/boot/grub"]
@@ -200,7 +202,10 @@ mod tests {
         assert!(got[..0x66].iter().all(|&b| b == 0x11));
         assert_eq!(&got[0x66..0x68], &[0x90, 0x90]);
         assert!(got[0x68..440].iter().all(|&b| b == 0x11));
-        assert!(got[446..510].iter().all(|&b| b == 0xAB), "partition table kept");
+        assert!(
+            got[446..510].iter().all(|&b| b == 0xAB),
+            "partition table kept"
+        );
         assert_eq!(&got[510..512], &[0x55, 0xAA]);
         assert!(got[512..512 + core.len()].iter().all(|&b| b == 0x22));
         assert_eq!(got[512 + core.len()], 0);

@@ -24,7 +24,10 @@ mod run;
 mod stage;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Build Ferry's appliance OVA, or boot-test one under QEMU")]
+#[command(
+    version,
+    about = "Build Ferry's appliance OVA, or boot-test one under QEMU"
+)]
 struct Cli {
     /// Build the OVA into this folder (DIR/ferry-<version>.ova).
     #[arg(long, value_name = "DIR", conflicts_with = "boot_test")]

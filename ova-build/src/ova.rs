@@ -42,7 +42,8 @@ pub fn assemble(inputs: &Inputs) -> Result<Ova> {
     let data = format!("{base}-data.vmdk");
     std::fs::rename(&inputs.disks.system.vmdk, dir.join(&system))?;
     std::fs::rename(&inputs.disks.data.vmdk, dir.join(&data))?;
-    let size = |name: &str| -> Result<String> { Ok(std::fs::metadata(dir.join(name))?.len().to_string()) };
+    let size =
+        |name: &str| -> Result<String> { Ok(std::fs::metadata(dir.join(name))?.len().to_string()) };
     let template = std::fs::read_to_string(inputs.template)
         .with_context(|| format!("reading {}", inputs.template.display()))?;
     let eula = std::fs::read_to_string(inputs.eula)
@@ -115,7 +116,10 @@ pub fn parse_manifest(text: &str) -> Result<Vec<(String, String)>> {
                     && hex.bytes().all(|b| b.is_ascii_hexdigit())
             });
         let Some((name, hex)) = parsed else {
-            bail!("manifest line {}: {line:?} is not `SHA256(file)= <64 hex>`", n + 1);
+            bail!(
+                "manifest line {}: {line:?} is not `SHA256(file)= <64 hex>`",
+                n + 1
+            );
         };
         entries.push((name.to_string(), hex.to_ascii_lowercase()));
     }
@@ -130,8 +134,7 @@ pub fn parse_manifest(text: &str) -> Result<Vec<(String, String)>> {
 /// through `qemu-img check`.
 #[derive(Debug)]
 pub struct Checked {
-    pub dir: PathBuf,
-    pub ovf: PathBuf,
+    /// The referenced disks in the OVF's order (system first).
     pub vmdks: Vec<PathBuf>,
 }
 
@@ -157,7 +160,11 @@ pub fn check(ova: &Path, into: &Path, schema: Option<&Path>) -> Result<Checked> 
     let entries = parse_manifest(&std::fs::read_to_string(into.join(members[1]))?)?;
     let mut listed: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
     listed.sort_unstable();
-    let mut expected: Vec<&str> = members.iter().copied().filter(|m| !m.ends_with(".mf")).collect();
+    let mut expected: Vec<&str> = members
+        .iter()
+        .copied()
+        .filter(|m| !m.ends_with(".mf"))
+        .collect();
     expected.sort_unstable();
     if listed != expected {
         bail!("the manifest lists {listed:?}, the OVA holds {expected:?}");
@@ -169,9 +176,17 @@ pub fn check(ova: &Path, into: &Path, schema: Option<&Path>) -> Result<Checked> 
         }
     }
     let gnu: String = entries.iter().map(|(n, h)| format!("{h}  {n}\n")).collect();
-    run::cmd_in(Some(into), "sha256sum", ["-c", "--strict", "--quiet"], Some(gnu.as_bytes()))
-        .context("sha256sum -c of the manifest")?;
-    println!("manifest: {} digests verified (also by sha256sum -c)", entries.len());
+    run::cmd_in(
+        Some(into),
+        "sha256sum",
+        ["-c", "--strict", "--quiet"],
+        Some(gnu.as_bytes()),
+    )
+    .context("sha256sum -c of the manifest")?;
+    println!(
+        "manifest: {} digests verified (also by sha256sum -c)",
+        entries.len()
+    );
 
     if run::which("xmllint").is_some() {
         run::cmd("xmllint", ["--noout".as_ref(), ovf_path.as_os_str()])?;
@@ -207,16 +222,15 @@ pub fn check(ova: &Path, into: &Path, schema: Option<&Path>) -> Result<Checked> 
         if file.size.is_some_and(|size| size != len) {
             bail!("{}: {len} bytes, the OVF says {:?}", file.href, file.size);
         }
-        run::cmd("qemu-img", ["check".as_ref(), "-q".as_ref(), path.as_os_str()])
-            .with_context(|| format!("qemu-img check {}", file.href))?;
+        run::cmd(
+            "qemu-img",
+            ["check".as_ref(), "-q".as_ref(), path.as_os_str()],
+        )
+        .with_context(|| format!("qemu-img check {}", file.href))?;
         vmdks.push(path);
     }
     println!("vmdk: qemu-img check clean for {} disks", vmdks.len());
-    Ok(Checked {
-        dir: into.to_path_buf(),
-        ovf: ovf_path,
-        vmdks,
-    })
+    Ok(Checked { vmdks })
 }
 
 #[cfg(test)]
@@ -226,11 +240,20 @@ mod tests {
     #[test]
     fn manifest_bytes_are_fixed() {
         let hex = "ab".repeat(32);
-        let text = manifest(&[("f.ovf".into(), hex.clone()), ("d.vmdk".into(), hex.clone())]);
-        assert_eq!(text, format!("SHA256(f.ovf)= {hex}\nSHA256(d.vmdk)= {hex}\n"));
+        let text = manifest(&[
+            ("f.ovf".into(), hex.clone()),
+            ("d.vmdk".into(), hex.clone()),
+        ]);
+        assert_eq!(
+            text,
+            format!("SHA256(f.ovf)= {hex}\nSHA256(d.vmdk)= {hex}\n")
+        );
         assert_eq!(
             parse_manifest(&text).unwrap(),
-            [("f.ovf".to_string(), hex.clone()), ("d.vmdk".to_string(), hex)]
+            [
+                ("f.ovf".to_string(), hex.clone()),
+                ("d.vmdk".to_string(), hex)
+            ]
         );
     }
 

@@ -25,10 +25,7 @@ pub fn fill(template: &str, values: &[(&str, String)]) -> Result<String> {
     }
     out.push_str(rest);
     if let Some(index) = used.iter().position(|u| !u) {
-        bail!(
-            "the OVF template has no {{{{{}}}}} field",
-            values[index].0
-        );
+        bail!("the OVF template has no {{{{{}}}}} field", values[index].0);
     }
     Ok(out)
 }
@@ -150,14 +147,28 @@ mod tests {
         assert_eq!(
             refs,
             [
-                FileRef { href: "s.vmdk".into(), size: Some(10) },
-                FileRef { href: "d.vmdk".into(), size: Some(20) }
+                FileRef {
+                    href: "s.vmdk".into(),
+                    size: Some(10)
+                },
+                FileRef {
+                    href: "d.vmdk".into(),
+                    size: Some(20)
+                }
             ]
         );
-        for key in ["ferry.hostname", "ferry.ip", "ferry.gateway", "ferry.dns", "ferry.ntp"] {
+        for key in [
+            "ferry.hostname",
+            "ferry.ip",
+            "ferry.gateway",
+            "ferry.dns",
+            "ferry.ntp",
+        ] {
             assert!(filled.contains(&format!("ovf:key=\"{key}\"")), "{key}");
         }
-        assert!(filled.contains("ovf:key=\"ferry.admin_password\" ovf:type=\"string\" ovf:password=\"true\""));
+        assert!(filled.contains(
+            "ovf:key=\"ferry.admin_password\" ovf:type=\"string\" ovf:password=\"true\""
+        ));
         assert!(filled.contains("Licensed &lt;Apache-2.0&gt; &amp; more"));
         assert!(filled.contains("<rasd:ResourceSubType>VirtualSCSI</rasd:ResourceSubType>"));
         assert!(filled.contains("<rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>"));
@@ -168,10 +179,22 @@ mod tests {
     fn bad_references_are_refused() {
         for (ovf, why) in [
             ("<Envelope><References/></Envelope>", "no file"),
-            ("<Envelope><File ovf:href=\"../x\"/></Envelope>", "plain file name"),
-            ("<Envelope><File ovf:href=\"/etc/passwd\"/></Envelope>", "plain file name"),
-            ("<Envelope><File ovf:size=\"1\"/></Envelope>", "without ovf:href"),
-            ("<Envelope><File ovf:href=\"a\" ovf:size=\"x\"/></Envelope>", "not a number"),
+            (
+                "<Envelope><File ovf:href=\"../x\"/></Envelope>",
+                "plain file name",
+            ),
+            (
+                "<Envelope><File ovf:href=\"/etc/passwd\"/></Envelope>",
+                "plain file name",
+            ),
+            (
+                "<Envelope><File ovf:size=\"1\"/></Envelope>",
+                "without ovf:href",
+            ),
+            (
+                "<Envelope><File ovf:href=\"a\" ovf:size=\"x\"/></Envelope>",
+                "not a number",
+            ),
             ("<Envelope><File ovf:href=\"a\"></Envelope>", "well-formed"),
         ] {
             let err = references(ovf.as_bytes()).unwrap_err();

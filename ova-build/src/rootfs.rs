@@ -44,7 +44,10 @@ pub fn parse_packages(text: &str) -> Result<Vec<String>> {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
         if !valid || name.len() < 2 {
-            bail!("packages.txt line {}: {name:?} is not a Debian package name", n + 1);
+            bail!(
+                "packages.txt line {}: {name:?} is not a Debian package name",
+                n + 1
+            );
         }
         packages.push(name.to_string());
     }
@@ -67,7 +70,11 @@ pub fn sources() -> Result<Vec<String>> {
                 &format!("Codename: {codename}"),
             ],
         )?;
-        Ok(out.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()))
+        Ok(out
+            .lines()
+            .next()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty()))
     };
     let Some(main) = uri(SUITE)? else {
         bail!("no '{SUITE}' repository in this machine's apt sources (run apt-get update)");
@@ -152,7 +159,8 @@ mod tests {
 
     #[test]
     fn packages_skip_comments_and_blank_lines() {
-        let list = parse_packages("# head\nsystemd\n\n  udev  # why\nlinux-image-cloud-amd64\n").unwrap();
+        let list =
+            parse_packages("# head\nsystemd\n\n  udev  # why\nlinux-image-cloud-amd64\n").unwrap();
         assert_eq!(list, ["systemd", "udev", "linux-image-cloud-amd64"]);
     }
 
@@ -172,7 +180,10 @@ mod tests {
         let base = inputs_digest(&p, &s);
         assert_eq!(base, inputs_digest(&p, &s));
         assert_ne!(base, inputs_digest(&["udev".to_string()], &s));
-        assert_ne!(base, inputs_digest(&p, &["deb http://other bookworm main".to_string()]));
+        assert_ne!(
+            base,
+            inputs_digest(&p, &["deb http://other bookworm main".to_string()])
+        );
         // Joining without a separator would make these two lists collide.
         assert_ne!(
             inputs_digest(&["ab".into(), "c".into()], &s),

@@ -41,7 +41,12 @@ where
 }
 
 /// [`cmd`] with a working folder and optional stdin.
-pub fn cmd_in<I, S>(dir: Option<&Path>, program: &str, args: I, stdin: Option<&[u8]>) -> Result<String>
+pub fn cmd_in<I, S>(
+    dir: Option<&Path>,
+    program: &str,
+    args: I,
+    stdin: Option<&[u8]>,
+) -> Result<String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,

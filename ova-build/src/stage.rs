@@ -28,6 +28,7 @@ const ENABLE: &[&str] = &[
     "ferry-firstboot.service",
     "ferry-appliance.service",
     "ferry-console.service",
+    "ferry-console.path",
     "var-lib-ferry.mount",
     "systemd-networkd.service",
     "systemd-resolved.service",
@@ -71,7 +72,11 @@ pub fn prepare(inputs: &Inputs) -> Result<Stage> {
         inputs.mobility_bin,
         &stage.join("usr/lib/ferry/agents/mobility-x86_64"),
     )?;
-    write(&stage, "usr/lib/ferry/VERSION", &format!("{}\n", inputs.version))?;
+    write(
+        &stage,
+        "usr/lib/ferry/VERSION",
+        &format!("{}\n", inputs.version),
+    )?;
     let readme = inputs.image_dir.join("../README.md");
     if readme.is_file() {
         std::fs::create_dir_all(stage.join("usr/share/doc/ferry"))?;
@@ -132,11 +137,7 @@ fn machine_files(stage: &Path, root_uuid: &str) -> Result<()> {
     std::os::unix::fs::symlink("../run/systemd/resolve/stub-resolv.conf", &resolv)?;
     for entry in std::fs::read_dir(stage.join("etc/ssh"))? {
         let entry = entry?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("ssh_host_")
-        {
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
             std::fs::remove_file(entry.path())?;
         }
     }

@@ -20,6 +20,8 @@ pub const ADMIN_PASSWORD_FILE: &str = "etc/ferry/firstboot-admin-password";
 pub const ENV_FILE: &str = "etc/ferry/firstboot.env";
 /// What was applied; its presence also stops the first-boot unit from running again.
 pub const DONE_FILE: &str = "etc/ferry/firstboot.done";
+/// What first boot did, line by line, for the console banner (never a secret).
+pub const SUMMARY_FILE: &str = "etc/ferry/firstboot-summary.txt";
 
 const CONFIG_FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
@@ -152,4 +154,18 @@ fn remove(path: &Path) -> Result<(), FirstbootError> {
             source,
         }),
     }
+}
+
+/// Keeps the lines an administrator looks for on the console (what was applied, skipped or
+/// formatted), not the list of files written.
+pub fn write_summary(root: &Path, lines: &[String]) -> Result<(), FirstbootError> {
+    let mut text: String = lines
+        .iter()
+        .filter(|line| !line.starts_with("wrote "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    if text.is_empty() {
+        text.push_str("nothing to report\n");
+    }
+    write(&root.join(SUMMARY_FILE), text.as_bytes(), CONFIG_FILE_MODE)
 }

@@ -140,3 +140,22 @@ fn a_root_that_cannot_be_written_is_a_write_error() {
         Err(FirstbootError::Write { .. })
     ));
 }
+
+#[test]
+fn the_summary_keeps_what_matters_on_the_console() {
+    let root = tempfile::tempdir().unwrap();
+    let lines = vec![
+        "network: DHCP (bad address)".to_string(),
+        "wrote /etc/hostname".to_string(),
+        "data disk: /dev/sdb formatted ext4, label ferry-data (65536 MiB)".to_string(),
+    ];
+    write_summary(root.path(), &lines).unwrap();
+    let text = std::fs::read_to_string(root.path().join(SUMMARY_FILE)).unwrap();
+    assert_eq!(
+        text,
+        "network: DHCP (bad address)\ndata disk: /dev/sdb formatted ext4, label ferry-data (65536 MiB)\n"
+    );
+    write_summary(root.path(), &["wrote /x".to_string()]).unwrap();
+    let text = std::fs::read_to_string(root.path().join(SUMMARY_FILE)).unwrap();
+    assert_eq!(text, "nothing to report\n");
+}

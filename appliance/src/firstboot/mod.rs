@@ -2,18 +2,20 @@
 //! password) to the root file system once, before the network comes up.
 //!
 //! The pure parts (finding, parsing, validating, writing under a given root) are here and tested
-//! against temporary folders; only [`read_guestinfo`] talks to the hypervisor.
+//! against temporary folders; only [`read_guestinfo`] talks to the hypervisor. The block devices
+//! (CD-ROM, data disk, root growth) are in [`devices`], behind a command runner.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 mod apply;
+pub mod devices;
 mod ovf_env;
 mod plan;
 
 pub use apply::{
-    apply, ADMIN_PASSWORD_FILE, DONE_FILE, ENV_FILE, HOSTNAME_FILE, STATIC_NETWORK_FILE,
-    TIMESYNCD_FILE,
+    apply, write_summary, ADMIN_PASSWORD_FILE, DONE_FILE, ENV_FILE, HOSTNAME_FILE,
+    STATIC_NETWORK_FILE, SUMMARY_FILE, TIMESYNCD_FILE,
 };
 pub use ovf_env::{parse_properties, MAX_OVF_ENV_BYTES, NS_OVF_ENV};
 pub use plan::{parse_cidr, valid_hostname, Network, Plan};
@@ -49,10 +51,12 @@ pub struct FoundEnvironment {
 /// The file name vSphere gives the environment on its ISO.
 pub const OVF_ENV_FILE_NAME: &str = "ovf-env.xml";
 
-/// The first source that holds a document: the guestinfo text when non-blank, else
-/// `ovf-env.xml` in each mounted CD-ROM folder in order. `None` when there is none.
+/// The first source that holds a document: the guestinfo text when non-blank, else the first
+/// document copied from a CD-ROM's ISO ([`devices::read_cdroms`]), else `ovf-env.xml` in each
+/// already mounted CD-ROM folder in order. `None` when there is none.
 pub fn find_environment(
     guestinfo: Option<&str>,
+    iso_documents: &[FoundEnvironment],
     cdrom_mounts: &[PathBuf],
 ) -> Result<Option<FoundEnvironment>, FirstbootError> {
     if let Some(text) = guestinfo.filter(|t| !t.trim().is_empty()) {
@@ -60,6 +64,9 @@ pub fn find_environment(
             source: "guestinfo.ovfEnv".into(),
             document: text.as_bytes().to_vec(),
         }));
+    }
+    if let Some(found) = iso_documents.first() {
+        return Ok(Some(found.clone()));
     }
     for mount in cdrom_mounts {
         let path = mount.join(OVF_ENV_FILE_NAME);
@@ -137,8 +144,8 @@ pub fn describe(plan: &Plan, written: &[String]) -> Vec<String> {
     lines
 }
 
-/// Where a CD-ROM with the OVF environment may already be mounted under `root`. First boot does
-/// not mount one itself (yet): with the guestinfo transport, the default, none is needed.
+/// Where a CD-ROM with the OVF environment may already be mounted under `root` (by hand, or by
+/// an image that automounts); [`devices::read_cdroms`] mounts the drives that are not.
 pub fn cdrom_mounts(root: &Path) -> Vec<PathBuf> {
     ["media/cdrom", "media/cdrom0", "mnt/cdrom"]
         .iter()
@@ -172,3 +179,11 @@ mod plan_tests;
 #[cfg(test)]
 #[path = "apply_tests.rs"]
 mod apply_tests;
+
+#[cfg(test)]
+#[path = "devices_tests.rs"]
+mod devices_tests;
+
+#[cfg(test)]
+#[path = "root_disk_tests.rs"]
+mod root_disk_tests;

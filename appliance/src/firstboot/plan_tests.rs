@@ -182,7 +182,7 @@ fn hostnames_follow_rfc_1123() {
 
 #[test]
 fn no_environment_means_dhcp_with_that_reason() {
-    assert_eq!(find_environment(None, &[]).unwrap(), None);
+    assert_eq!(find_environment(None, &[], &[]).unwrap(), None);
     let plan = plan_for(None);
     assert_eq!(dhcp_reason(&plan), "no OVF environment");
     assert_eq!(plan.hostname, None);
@@ -200,7 +200,7 @@ fn guestinfo_comes_before_the_cdrom_and_blank_guestinfo_is_skipped() {
     let mounts = [empty.path().to_path_buf(), cdrom.path().to_path_buf()];
     let guestinfo = vsphere_env(&[("ferry.hostname", "from-guestinfo")]);
 
-    let found = find_environment(Some(&guestinfo), &mounts)
+    let found = find_environment(Some(&guestinfo), &[], &mounts)
         .unwrap()
         .unwrap();
     assert_eq!(found.source, "guestinfo.ovfEnv");
@@ -209,7 +209,9 @@ fn guestinfo_comes_before_the_cdrom_and_blank_guestinfo_is_skipped() {
         Some("from-guestinfo")
     );
 
-    let found = find_environment(Some("  \n"), &mounts).unwrap().unwrap();
+    let found = find_environment(Some("  \n"), &[], &mounts)
+        .unwrap()
+        .unwrap();
     assert!(found.source.ends_with("ovf-env.xml"));
     assert_eq!(plan_for(Some(&found)).hostname.as_deref(), Some("from-iso"));
 }
@@ -222,7 +224,7 @@ fn an_oversized_cdrom_file_is_refused() {
         vec![b' '; MAX_OVF_ENV_BYTES + 10],
     )
     .unwrap();
-    let result = find_environment(None, &[cdrom.path().to_path_buf()]);
+    let result = find_environment(None, &[], &[cdrom.path().to_path_buf()]);
     assert!(matches!(result, Err(FirstbootError::TooLarge { .. })));
 }
 
