@@ -5,7 +5,8 @@
 # the ferry-tests crate too: tests/tests/web_ui.rs (headless Chromium driven by playwright-core),
 # api_schema.rs (schemathesis against the OpenAPI document) and api_security.rs; the tools they use come
 # from install-test-deps.sh, and their screenshots and reports land in target/test-artifacts/.
-# Ends with one summary line over all test binaries.
+# Also builds the appliance OVA and boot-tests it under QEMU (ova-build; tools from image-tools.sh).
+# Ends with one summary line over all test binaries, then the image's result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A from-scratch build gains nothing from incremental data and it costs tens of GB of target/ here.
@@ -20,12 +21,31 @@ else
   echo "clippy not installed: lint check skipped" >&2
 fi
 cargo build --workspace --bins
+# The appliance image: the OVA is built from the binaries just built (debug builds, stripped; the
+# README's sizes are of release builds) before the tests, so tests/tests/ova_vcsim_import.rs can
+# deploy it into vcsim, and boot-tested under QEMU after them, when the cores are free. mmdebstrap
+# needs root, which CI has.
+qemu=$(bash scripts/image-tools.sh | tail -n1)
+image_status=0
+if ova=$(cargo run -q -p ova-build -- --out target/ova --appliance-bin target/debug/appliance \
+    --mobility-bin target/debug/mobility | tee /dev/stderr | tail -n1) && [ -f "$ova" ]; then
+  export FERRY_OVA=$ova
+else
+  echo "ova-build --out failed" >&2
+  image_status=1
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+if [ "$image_status" = 0 ]; then
+  cargo run -q -p ova-build -- --boot-test "$FERRY_OVA" --mobility-bin target/debug/mobility \
+    --qemu "$qemu" || image_status=1
+fi
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+if [ "$image_status" = 0 ]; then echo "appliance image: built and boot-tested"; else echo "appliance image: FAILED"; fi
+[ "$status" = 0 ] && exit "$image_status"
 exit "$status"
