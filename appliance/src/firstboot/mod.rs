@@ -157,6 +157,13 @@ pub fn cdrom_mounts(root: &Path) -> Vec<PathBuf> {
 /// `None` when the tool is missing or the key unset (not a VM, or an ISO transport). Not unit
 /// tested: it needs a hypervisor.
 pub fn read_guestinfo() -> Option<String> {
+    // The backdoor call is only meaningful, and only safe, on VMware's hypervisor.
+    let virt = std::process::Command::new("systemd-detect-virt")
+        .output()
+        .ok()?;
+    if String::from_utf8_lossy(&virt.stdout).trim() != "vmware" {
+        return None;
+    }
     let output = std::process::Command::new("vmware-rpctool")
         .arg("info-get guestinfo.ovfEnv")
         .output()
