@@ -26,9 +26,10 @@ cargo build --workspace --bins
 # deploy it into vcsim, and boot-tested under QEMU after them, when the cores are free. mmdebstrap
 # needs root, which CI has.
 qemu=$(bash scripts/image-tools.sh | tail -n1)
+bins=${CARGO_TARGET_DIR:-target}/debug
 image_status=0
-if ova=$(cargo run -q -p ova-build -- --out target/ova --appliance-bin target/debug/appliance \
-    --mobility-bin target/debug/mobility | tee /dev/stderr | tail -n1) && [ -f "$ova" ]; then
+if ova=$(cargo run -q -p ova-build -- --out target/ova --appliance-bin "$bins/appliance" \
+    --mobility-bin "$bins/mobility" | tee /dev/stderr | tail -n1) && [ -f "$ova" ]; then
   export FERRY_OVA=$ova
 else
   echo "ova-build --out failed" >&2
@@ -40,7 +41,7 @@ set +e
 cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$image_status" = 0 ]; then
-  cargo run -q -p ova-build -- --boot-test "$FERRY_OVA" --mobility-bin target/debug/mobility \
+  cargo run -q -p ova-build -- --boot-test "$FERRY_OVA" --mobility-bin "$bins/mobility" \
     --qemu "$qemu" || image_status=1
 fi
 set -e
