@@ -51,7 +51,7 @@ struct Cli {
     /// Debootstrap the root file system again even when its inputs are unchanged.
     #[arg(long)]
     rebuild_rootfs: bool,
-    /// Add open-vm-tools (the guestinfo transport; about 53 MiB more).
+    /// Add open-vm-tools (the guestinfo transport; 48 MiB more).
     #[arg(long)]
     with_vm_tools: bool,
     /// Folder with the DMTF OVF schema (dsp8023_1.1.1.xsd and what it imports); validation is
