@@ -115,6 +115,9 @@ pub fn ensure(work: &Path, packages: &[String], rebuild: bool) -> Result<Rootfs>
             inputs_digest: digest,
         });
     }
+    if !is_root()? {
+        bail!("building the root file system needs root (mmdebstrap --mode=root chroots into it)");
+    }
     let tmp = work.join("rootfs.tmp");
     for dir in [&tmp, &path] {
         if dir.exists() {
@@ -153,8 +156,35 @@ pub fn ensure(work: &Path, packages: &[String], rebuild: bool) -> Result<Rootfs>
     })
 }
 
+/// The effective user from /proc (no libc call needed for one number).
+fn is_root() -> Result<bool> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    effective_uid(&status)
+        .map(|uid| uid == 0)
+        .context("no Uid line in /proc/self/status")
+}
+
+fn effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_effective_uid_is_the_second_number() {
+        assert_eq!(
+            super::effective_uid("Name:\tx\nUid:\t1000\t0\t0\t0\n"),
+            Some(0)
+        );
+        assert_eq!(
+            super::effective_uid("Uid:\t0\t1000\t1000\t1000\n"),
+            Some(1000)
+        );
+        assert_eq!(super::effective_uid("Uid:\tx\n"), None);
+        assert_eq!(super::effective_uid("Gid:\t0\t0\n"), None);
+    }
+
     use super::*;
 
     #[test]
