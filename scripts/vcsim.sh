@@ -33,8 +33,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC_DIR=$ROOT/tests/vcsim
-GOVMOMI_PKG=golang-github-vmware-govmomi-dev
-GOCODE=/usr/share/gocode
+# shellcheck source=scripts/lib/go-build.sh
+. "$ROOT/scripts/lib/go-build.sh"
 HOME_DIR=${VCSIM_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry-vcsim}
 TIMEOUT=${VCSIM_TIMEOUT:-60}
 
@@ -46,46 +46,8 @@ build() {
     [[ -x "$VCSIM_BIN" ]] || { log "VCSIM_BIN=$VCSIM_BIN is not executable"; exit 1; }
     echo "$VCSIM_BIN"; return
   fi
-  local go=${GO:-/usr/bin/go}
-  [[ -x "$go" ]] || { log "Debian's Go ($go) is missing: run scripts/install-test-deps.sh"; exit 1; }
-  [[ -d "$GOCODE/src/github.com/vmware/govmomi/simulator" ]] \
-    || { log "$GOVMOMI_PKG is missing: run scripts/install-test-deps.sh"; exit 1; }
-  local pkgver gover key
-  pkgver=$(dpkg-query -W -f='${Version}' "$GOVMOMI_PKG" 2>/dev/null || echo unknown)
-  gover=$("$go" version)
   # Every Go file of the launcher (launch.go and the simulator objects it adds) is part of the key.
-  key=$( { cat "$SRC_DIR"/*.go | sha256sum; echo "$pkgver"; echo "$gover"; } | sha256sum | cut -c1-16)
-  local out=$HOME_DIR/$key/vcsim
-  if [[ -z "${FORCE:-}" && -x "$out" ]] && "$out" selftest >/dev/null 2>&1; then
-    echo "$out"; return
-  fi
-  mkdir -p "$HOME_DIR"
-  (
-    # Parallel test runs share the cache folder: one builds, the others wait and find it built.
-    if command -v flock >/dev/null; then flock 9; fi
-    if [[ -n "${FORCE:-}" || ! -x "$out" ]] || ! "$out" selftest >/dev/null 2>&1; then
-      local work
-      work=$(mktemp -d -t ferry-vcsim-build.XXXXXX)
-      trap 'rm -rf "$work"' EXIT
-      mkdir -p "$work/src/ferry-vcsim"
-      cp "$SRC_DIR"/*.go "$work/src/ferry-vcsim/"
-      log "building launch.go against $GOVMOMI_PKG $pkgver with $gover (GOPATH mode, offline)"
-      local start=$SECONDS
-      # GOPATH mode with the Debian sources: no module download. CGO_ENABLED=0 so no C compiler is
-      # needed. GOCACHE is left alone, so rebuilds after a change of launch.go take seconds.
-      (cd "$work/src/ferry-vcsim" && GO111MODULE=off GOPATH="$work:$GOCODE" GOPROXY=off GOFLAGS= \
-        CGO_ENABLED=0 "$go" build -o "$work/vcsim" .) >&2
-      "$work/vcsim" selftest >/dev/null
-      mkdir -p "$(dirname "$out")"
-      install -m 0755 "$work/vcsim" "$out.tmp"
-      mv -f "$out.tmp" "$out"
-      # Builds of older launch.go versions are of no further use.
-      find "$HOME_DIR" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
-      log "built $out in $((SECONDS - start)) s"
-    fi
-  ) 9>"$HOME_DIR/.build.lock"
-  [[ -x "$out" ]] || { log "build failed: $out missing"; exit 1; }
-  echo "$out"
+  go_build_cached vcsim "$SRC_DIR" "$HOME_DIR" selftest
 }
 
 # The value of KEY=value in a file of such lines.
