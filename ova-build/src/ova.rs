@@ -274,3 +274,7 @@ mod tests {
         assert!(parse_manifest("").is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "ova_check_tests.rs"]
+mod check_tests;
