@@ -71,16 +71,11 @@ pub fn auth_body(login: &LoginFiles<'_>) -> anyhow::Result<Option<Value>> {
 /// The body of `POST /api/v1/push-jobs` for `operation` (`install`, `upgrade`, `uninstall`),
 /// with the secrets read from their files.
 pub fn push_request(args: &PushArgs, operation: &str) -> anyhow::Result<Value> {
-    let auth = auth_body(&LoginFiles {
-        key_file: args.key_file.as_deref(),
-        key_passphrase_file: args.key_passphrase_file.as_deref(),
-        password_file: args.password_file.as_deref(),
-        credential: args.credential.as_deref(),
-    })?
-    .context("give one of --key-file, --password-file and --credential")?;
+    let auth = auth_body(&args.login.files())?
+        .context("give one of --key-file, --password-file and --credential")?;
     let mut body = json!({
         "operation": operation,
-        "username": args.user.as_deref().unwrap_or_default(),
+        "username": args.login.user.as_deref().unwrap_or_default(),
         "auth": auth,
         "vm": args.vm,
         "disks": args.disks,
@@ -105,7 +100,7 @@ pub fn push_request(args: &PushArgs, operation: &str) -> anyhow::Result<Value> {
                      is reached through the vCenter of --vm"
                 );
             }
-            if args.key_file.is_some() {
+            if args.login.key_file.is_some() {
                 anyhow::bail!("VMware Tools logs in with a password: give --password-file");
             }
             body["via"] = json!("vmware_tools");

@@ -8,11 +8,13 @@ fn args(dir: &Path) -> PushArgs {
         via: None,
         host: Some("10.0.0.5".into()),
         port: 2222,
-        user: Some("root".into()),
-        credential: None,
-        key_file: Some(dir.join("key")),
-        key_passphrase_file: None,
-        password_file: None,
+        login: crate::cli::GuestLoginArgs {
+            user: Some("root".into()),
+            credential: None,
+            key_file: Some(dir.join("key")),
+            key_passphrase_file: None,
+            password_file: None,
+        },
         vm: "vc-1/vm-42".into(),
         disks: vec!["/dev/sda".into()],
         host_key: Some("SHA256:abc".into()),
@@ -39,7 +41,7 @@ fn a_key_request_carries_the_key_and_its_passphrase() {
         "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n",
     );
     let mut a = args(dir.path());
-    a.key_passphrase_file = Some(write(dir.path(), "pass", "key pass\n"));
+    a.login.key_passphrase_file = Some(write(dir.path(), "pass", "key pass\n"));
     let body = push_request(&a, "install").unwrap();
     assert_eq!(body["operation"], "install");
     assert_eq!(body["host"], "10.0.0.5");
@@ -65,8 +67,8 @@ fn a_key_request_carries_the_key_and_its_passphrase() {
 fn a_password_request_carries_the_password_only() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = args(dir.path());
-    a.key_file = None;
-    a.password_file = Some(write(dir.path(), "pw", " s3cret \n"));
+    a.login.key_file = None;
+    a.login.password_file = Some(write(dir.path(), "pw", " s3cret \n"));
     let body = push_request(&a, "uninstall").unwrap();
     assert_eq!(
         body["auth"],
@@ -84,8 +86,8 @@ fn a_vmware_tools_request_names_the_vm_and_no_host() {
     a.host = None;
     a.host_key = None;
     a.port = 22;
-    a.key_file = None;
-    a.password_file = Some(write(dir.path(), "pw", "guest\n"));
+    a.login.key_file = None;
+    a.login.password_file = Some(write(dir.path(), "pw", "guest\n"));
     let body = push_request(&a, "install").unwrap();
     assert_eq!(body["via"], "vmware_tools");
     assert!(body.get("host").is_none() && body.get("port").is_none());
@@ -98,8 +100,8 @@ fn a_vmware_tools_request_names_the_vm_and_no_host() {
         &|a: &mut PushArgs| a.host_key = Some("SHA256:abc".into()),
         &|a: &mut PushArgs| a.port = 2222,
         &|a: &mut PushArgs| {
-            a.password_file = None;
-            a.key_file = Some(write(dir.path(), "key", "k"));
+            a.login.password_file = None;
+            a.login.key_file = Some(write(dir.path(), "key", "k"));
         },
     ] {
         let mut bad = args(dir.path());
@@ -107,8 +109,8 @@ fn a_vmware_tools_request_names_the_vm_and_no_host() {
         bad.host = None;
         bad.host_key = None;
         bad.port = 22;
-        bad.key_file = None;
-        bad.password_file = Some(dir.path().join("pw"));
+        bad.login.key_file = None;
+        bad.login.password_file = Some(dir.path().join("pw"));
         change(&mut bad);
         assert!(push_request(&bad, "install").is_err(), "{bad:?}");
     }
@@ -135,13 +137,13 @@ fn unusable_secret_files_are_refused() {
     let err = push_request(&a, "install").unwrap_err();
     assert!(err.to_string().contains("larger than 64 KiB"), "{err:#}");
     let mut neither = args(dir.path());
-    neither.key_file = None;
+    neither.login.key_file = None;
     assert!(push_request(&neither, "install").is_err());
     let mut both = args(dir.path());
-    both.password_file = Some(write(dir.path(), "pw", "x"));
+    both.login.password_file = Some(write(dir.path(), "pw", "x"));
     assert!(push_request(&both, "install").is_err());
     let mut empty_pw = neither;
-    empty_pw.password_file = Some(write(dir.path(), "pw2", "\n"));
+    empty_pw.login.password_file = Some(write(dir.path(), "pw2", "\n"));
     let err = push_request(&empty_pw, "install").unwrap_err();
     assert!(err.to_string().contains("is empty"), "{err:#}");
 }
@@ -237,9 +239,9 @@ fn host_segments_keep_ipv6_colons_and_escape_the_rest() {
 fn a_stored_credential_replaces_user_and_secret() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = args(dir.path());
-    a.key_file = None;
-    a.user = None;
-    a.credential = Some("c0ffee".into());
+    a.login.key_file = None;
+    a.login.user = None;
+    a.login.credential = Some("c0ffee".into());
     let body = push_request(&a, "install").unwrap();
     assert_eq!(
         body["auth"],
@@ -247,7 +249,7 @@ fn a_stored_credential_replaces_user_and_secret() {
     );
     assert_eq!(body["username"], "");
     // A credential and a secret file at once is refused before anything is sent.
-    a.password_file = Some(write(dir.path(), "pw", "x\n"));
+    a.login.password_file = Some(write(dir.path(), "pw", "x\n"));
     let err = push_request(&a, "install").unwrap_err().to_string();
     assert!(err.contains("--credential"), "{err}");
 }

@@ -8,20 +8,15 @@ use serde_json::{json, Value};
 
 use super::{print_json, segment, text};
 use crate::api_client::ApiClient;
-use crate::api_cmd_push::{auth_body, follow, LoginFiles, POLL};
+use crate::api_cmd_push::{auth_body, follow, POLL};
 use crate::cli::VmProtectArgs;
 
 /// The body of `POST /api/v1/vcenters/{id}/vms/{moref}/protect`, secrets read from their files.
 pub fn protect_request(args: &VmProtectArgs) -> anyhow::Result<Value> {
-    let auth = auth_body(&LoginFiles {
-        key_file: args.key_file.as_deref(),
-        key_passphrase_file: args.key_passphrase_file.as_deref(),
-        password_file: args.password_file.as_deref(),
-        credential: args.credential.as_deref(),
-    })?
-    .context("give one of --key-file, --password-file and --credential")?;
+    let auth = auth_body(&args.login.files())?
+        .context("give one of --key-file, --password-file and --credential")?;
     let mut body = json!({
-        "username": args.user.as_deref().unwrap_or_default(),
+        "username": args.login.user.as_deref().unwrap_or_default(),
         "auth": auth,
         "host": args.host,
         "port": args.port,

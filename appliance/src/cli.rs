@@ -8,7 +8,7 @@ use crate::config::LogFormat;
 
 #[path = "cli_push.rs"]
 mod push;
-pub use push::{PushArgs, PushCommand, PushJobsCommand, PushVia};
+pub use push::{GuestLoginArgs, PushArgs, PushCommand, PushJobsCommand, PushVia};
 
 #[path = "cli_credential.rs"]
 pub mod credential;
@@ -220,10 +220,8 @@ pub enum VmsCommand {
     },
 }
 
-/// Which VM to protect and how to reach its guest. Secrets are read from files, never from the
-/// command line.
+/// Which VM to protect and how to reach its guest.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("auth").required(true).args(["key_file", "password_file", "credential"])))]
 pub struct VmProtectArgs {
     /// The vCenter id (see `vcenter list`)
     #[arg(long, value_name = "ID")]
@@ -234,26 +232,8 @@ pub struct VmProtectArgs {
     /// How to reach the guest: ssh, or vmware_tools (through its vCenter; password only)
     #[arg(long, value_parser = ["ssh", "vmware_tools"])]
     pub via: Option<String>,
-    /// Guest user (root, or a user allowed to sudo without a password) [default: the credential's]
-    #[arg(long, required_unless_present = "credential")]
-    pub user: Option<String>,
-    /// A stored guest login to use instead of --user and a secret file (see `credential list`)
-    #[arg(long, value_name = "ID")]
-    pub credential: Option<String>,
-    /// File holding the SSH private key (OpenSSH or PEM)
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// File holding the passphrase of an encrypted private key
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "key_file",
-        conflicts_with = "password_file"
-    )]
-    pub key_passphrase_file: Option<PathBuf>,
-    /// File holding the SSH password (one trailing newline is ignored)
-    #[arg(long, value_name = "FILE")]
-    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub login: GuestLoginArgs,
     /// Guest address [default: the VM's first guest IPv4 address VMware Tools reports]
     #[arg(long)]
     pub host: Option<String>,

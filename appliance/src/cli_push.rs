@@ -37,20 +37,11 @@ pub enum PushCommand {
     },
 }
 
-/// The guest and what to do there. Secrets are read from files, never from the command line.
+/// How to sign in to the guest, for push jobs and `vms protect`. Secrets are read from files, never
+/// from the command line.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("auth").required(true).args(["key_file", "password_file", "credential"])))]
-pub struct PushArgs {
-    /// How to reach the guest: over SSH (--host), or through VMware Tools via the vCenter of --vm
-    /// [default: ssh]
-    #[arg(long, value_enum)]
-    pub via: Option<PushVia>,
-    /// Guest host name or IP address, as the appliance reaches it (SSH only)
-    #[arg(long, required_unless_present = "via")]
-    pub host: Option<String>,
-    /// SSH port
-    #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+pub struct GuestLoginArgs {
     /// Guest user (root, or a user allowed to sudo without a password) [default: the credential's]
     #[arg(long, required_unless_present = "credential")]
     pub user: Option<String>,
@@ -71,6 +62,34 @@ pub struct PushArgs {
     /// File holding the guest user's password (one trailing newline is ignored)
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+}
+
+impl GuestLoginArgs {
+    pub fn files(&self) -> crate::api_cmd_push::LoginFiles<'_> {
+        crate::api_cmd_push::LoginFiles {
+            key_file: self.key_file.as_deref(),
+            key_passphrase_file: self.key_passphrase_file.as_deref(),
+            password_file: self.password_file.as_deref(),
+            credential: self.credential.as_deref(),
+        }
+    }
+}
+
+/// The guest and what to do there.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// How to reach the guest: over SSH (--host), or through VMware Tools via the vCenter of --vm
+    /// [default: ssh]
+    #[arg(long, value_enum)]
+    pub via: Option<PushVia>,
+    /// Guest host name or IP address, as the appliance reaches it (SSH only)
+    #[arg(long, required_unless_present = "via")]
+    pub host: Option<String>,
+    /// SSH port
+    #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    #[command(flatten)]
+    pub login: GuestLoginArgs,
     /// The VM: a vCenter id and managed object id (vc-1/vm-42) or, over SSH, a free label
     #[arg(long)]
     pub vm: String,
@@ -157,8 +176,8 @@ mod tests {
             panic!("not push install")
         };
         assert_eq!(args.port, 22);
-        assert_eq!(args.key_file, Some(PathBuf::from("/k")));
-        assert_eq!(args.password_file, None);
+        assert_eq!(args.login.key_file, Some(PathBuf::from("/k")));
+        assert_eq!(args.login.password_file, None);
         assert_eq!(args.disks, ["/dev/sda", "/dev/sdb"]);
         assert_eq!(args.host_key.as_deref(), Some("SHA256:abc"));
         assert!(args.wait && !args.json);
@@ -183,7 +202,7 @@ mod tests {
             panic!("not push uninstall")
         };
         assert_eq!(args.port, 2222);
-        assert_eq!(args.password_file, Some(PathBuf::from("/p")));
+        assert_eq!(args.login.password_file, Some(PathBuf::from("/p")));
         assert_eq!(args.prefix.as_deref(), Some("/opt/x"));
         assert!(args.disks.is_empty());
         assert!(matches!(
