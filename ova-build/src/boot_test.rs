@@ -1,6 +1,6 @@
 //! `ova-build --boot-test PATH.ova`: checks the OVA as vSphere would read it, then boots its disks
-//! twice under QEMU with an OVF environment on the CD-ROM, the way vSphere's ISO transport delivers
-//! it, and checks what first boot did. Exits 0 only when every check passed.
+//! three times under QEMU, twice with an OVF environment on the CD-ROM the way vSphere's ISO transport
+//! delivers it and once without, and checks what first boot did. Exits 0 only when every check passed.
 //!
 //! - Boot "static": host name, static address, gateway and DNS, and an admin password. The forward
 //!   goes to the static address, so an answer proves it applied; the serial console's login prompt
@@ -9,6 +9,8 @@
 //!   the mobility agent on the host replicates a disk through the forwarded 9443 into the vault.
 //! - Boot "bad address": an invalid address. First boot must fall back to DHCP with the reason on the
 //!   console, the setup page must answer at the DHCP address, and setup must still be required.
+//! - Boot "no environment": no CD-ROM. DHCP; the web setup completes with the token the console
+//!   shows, and the banner then says setup is complete.
 
 use crate::boot_checks::{self as check, https};
 use crate::qemu::{self, Forward, Qemu, Vm, VmSpec};
@@ -60,7 +62,11 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    let boots: [(&str, Boot); 2] = [("static", boot_static), ("bad-address", boot_bad_address)];
+    let boots: [(&str, Boot); 3] = [
+        ("static", boot_static),
+        ("bad-address", boot_bad_address),
+        ("no-environment", boot_without_environment),
+    ];
     for (name, boot) in boots {
         println!("== boot {name}");
         let ctx = BootContext {
@@ -114,8 +120,16 @@ struct BootContext<'a> {
 }
 
 impl BootContext<'_> {
-    fn boot(&self, properties: &[(&str, String)], forwards: &[Forward]) -> Result<Vm> {
-        let iso = qemu::env_iso(self.dir, self.name, &qemu::ovf_env(properties))?;
+    /// Without properties no CD-ROM is attached: a VM deployed without an OVF environment.
+    fn boot(&self, properties: Option<&[(&str, String)]>, forwards: &[Forward]) -> Result<Vm> {
+        let iso = match properties {
+            Some(properties) => Some(qemu::env_iso(
+                self.dir,
+                self.name,
+                &qemu::ovf_env(properties),
+            )?),
+            None => None,
+        };
         Vm::start(
             self.qemu,
             &VmSpec {
@@ -124,7 +138,7 @@ impl BootContext<'_> {
                 system_vmdk: self.system,
                 system_bytes: self.system_bytes,
                 data_vmdk: self.data,
-                env_iso: Some(&iso),
+                env_iso: iso.as_deref(),
                 forwards,
                 memory_mib: TEST_MEMORY_MIB,
             },
@@ -155,13 +169,13 @@ fn boot_static(ctx: &BootContext) -> Result<Vec<String>> {
     let hostname = "ferry-boot-static";
     let (api, data_port, fwd) = forwards(STATIC_ADDRESS)?;
     let mut vm = ctx.boot(
-        &[
+        Some(&[
             ("ferry.hostname", hostname.into()),
             ("ferry.ip", format!("{STATIC_ADDRESS}/24")),
             ("ferry.gateway", "10.0.2.2".into()),
             ("ferry.dns", "10.0.2.3".into()),
             ("ferry.admin_password", password.clone()),
-        ],
+        ]),
         &fwd,
     )?;
     let mut ok = Vec::new();
@@ -236,11 +250,11 @@ fn boot_bad_address(ctx: &BootContext) -> Result<Vec<String>> {
     let hostname = "ferry-boot-dhcp";
     let (api, _, fwd) = forwards(DHCP_ADDRESS)?;
     let mut vm = ctx.boot(
-        &[
+        Some(&[
             ("ferry.hostname", hostname.into()),
             ("ferry.ip", "10.0.2.300/24".into()),
             ("ferry.gateway", "10.0.2.2".into()),
-        ],
+        ]),
         &fwd,
     )?;
     let mut ok = Vec::new();
@@ -293,6 +307,58 @@ fn boot_bad_address(ctx: &BootContext) -> Result<Vec<String>> {
     Ok(ok)
 }
 
+/// No OVF environment at all (a deploy through a standalone host): DHCP, and the web setup finishes
+/// the job with the setup token the console shows.
+fn boot_without_environment(ctx: &BootContext) -> Result<Vec<String>> {
+    let (api, _, fwd) = forwards(DHCP_ADDRESS)?;
+    let mut vm = ctx.boot(None, &fwd)?;
+    let mut ok = Vec::new();
+    let took = check::wait_https(&mut vm, api, "/setup", 200, ctx.timeout)?;
+    ok.push(format!(
+        "setup page answered on DHCP after {:.0} s",
+        took.as_secs_f64()
+    ));
+    check::wait_serial(&mut vm, "First boot:", Duration::from_secs(240))
+        .context("the console banner")?;
+    let serial = vm.serial();
+    if !serial.contains("OVF environment: none") {
+        bail!("the console does not say that no OVF environment was found");
+    }
+    let token = setup_token(&serial).context("no setup token on the console")?;
+    ok.push("no OVF environment: DHCP, and the console shows the setup token".into());
+    let password = format!("Web-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let r = https(
+        api,
+        "POST",
+        "/api/v1/setup",
+        None,
+        Some(&serde_json::json!({"token": token, "admin_password": password})),
+    )?;
+    if r.status != 200 {
+        bail!(
+            "setup with the console's token: HTTP {}: {}",
+            r.status,
+            r.body
+        );
+    }
+    check::login(api, &password)?;
+    ok.push("the web setup with the console's token completed; admin signs in".into());
+    // ferry-console.path sees the admin token appear and the banner changes.
+    check::wait_serial(&mut vm, "Setup is complete", Duration::from_secs(120))?;
+    ok.push("the console banner turned to \"setup complete\"".into());
+    Ok(ok)
+}
+
+/// The line after the banner's "enter this setup token:" (the newest banner's, if several).
+fn setup_token(serial: &str) -> Option<String> {
+    let lines: Vec<&str> = serial.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.contains("and enter this setup token:"))?;
+    let token = lines.get(at + 1)?.trim();
+    (token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())).then(|| token.to_string())
+}
+
 fn virtual_size(vmdk: &Path) -> Result<u64> {
     let info: serde_json::Value = serde_json::from_str(&run::cmd(
         "qemu-img",
@@ -301,4 +367,23 @@ fn virtual_size(vmdk: &Path) -> Result<u64> {
     info["virtual-size"]
         .as_u64()
         .context("qemu-img info gave no virtual-size")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_setup_token_is_read_from_the_newest_banner() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let serial = format!(
+            "and enter this setup token:\r\n  {a}\r\nlogin: \nand enter this setup token:\n  {b}\n"
+        );
+        assert_eq!(super::setup_token(&serial), Some(b));
+        assert_eq!(
+            super::setup_token("and enter this setup token:\n  short\n"),
+            None
+        );
+        assert_eq!(super::setup_token("and enter this setup token:"), None);
+        assert_eq!(super::setup_token("nothing"), None);
+    }
 }
