@@ -1,6 +1,6 @@
 //! `ova-build --boot-test PATH.ova`: checks the OVA as vSphere would read it, then boots its disks
-//! three times under QEMU, twice with an OVF environment on the CD-ROM the way vSphere's ISO transport
-//! delivers it and once without, and checks what first boot did. Exits 0 only when every check passed.
+//! four times under QEMU, twice with an OVF environment on the CD-ROM the way vSphere's ISO transport
+//! delivers it and twice without, and checks what first boot did. Exits 0 only when every check passed.
 //!
 //! - Boot "static": host name, static address, gateway and DNS, and an admin password. The forward
 //!   goes to the static address, so an answer proves it applied; the serial console's login prompt
@@ -11,11 +11,14 @@
 //!   console, the setup page must answer at the DHCP address, and setup must still be required.
 //! - Boot "no environment": no CD-ROM. DHCP; the web setup completes with the token the console
 //!   shows, and the banner then says setup is complete.
+//! - Boot "upgrade": a new VM from the OVA with the static boot's data disk: set up, the old password
+//!   and the old point, the disk left alone.
 
 use crate::boot_checks::{self as check, https};
 use crate::qemu::{self, Forward, Qemu, Vm, VmSpec};
 use crate::{ova, run};
 use anyhow::{bail, Context, Result};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -62,10 +65,12 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    let boots: [(&str, Boot); 3] = [
+    let carried = RefCell::new(None);
+    let boots: [(&str, Boot); 4] = [
         ("static", boot_static),
         ("bad-address", boot_bad_address),
         ("no-environment", boot_without_environment),
+        ("upgrade", boot_upgrade),
     ];
     for (name, boot) in boots {
         println!("== boot {name}");
@@ -78,6 +83,7 @@ pub fn run(opts: &Options) -> Result<()> {
             data,
             mobility: &mobility,
             timeout: opts.timeout,
+            carried: &carried,
         };
         match boot(&ctx) {
             Ok(lines) => {
@@ -117,11 +123,22 @@ struct BootContext<'a> {
     data: &'a Path,
     mobility: &'a Path,
     timeout: Duration,
+    /// What the static boot left for the upgrade boot: the admin password and the point.
+    carried: &'a RefCell<Option<(String, String)>>,
 }
 
 impl BootContext<'_> {
     /// Without properties no CD-ROM is attached: a VM deployed without an OVF environment.
     fn boot(&self, properties: Option<&[(&str, String)]>, forwards: &[Forward]) -> Result<Vm> {
+        self.boot_with_data(properties, forwards, self.data)
+    }
+
+    fn boot_with_data(
+        &self,
+        properties: Option<&[(&str, String)]>,
+        forwards: &[Forward],
+        data: &Path,
+    ) -> Result<Vm> {
         let iso = match properties {
             Some(properties) => Some(qemu::env_iso(
                 self.dir,
@@ -137,7 +154,7 @@ impl BootContext<'_> {
                 dir: self.dir,
                 system_vmdk: self.system,
                 system_bytes: self.system_bytes,
-                data_vmdk: self.data,
+                data_vmdk: data,
                 env_iso: iso.as_deref(),
                 forwards,
                 memory_mib: TEST_MEMORY_MIB,
@@ -243,6 +260,7 @@ fn boot_static(ctx: &BootContext) -> Result<Vec<String>> {
     ok.push(format!(
         "agent replicated 32 MiB through the forwarded 9443; point {point} is in the vault"
     ));
+    *ctx.carried.borrow_mut() = Some((password, point));
     Ok(ok)
 }
 
@@ -346,6 +364,51 @@ fn boot_without_environment(ctx: &BootContext) -> Result<Vec<String>> {
     // ferry-console.path sees the admin token appear and the banner changes.
     check::wait_serial(&mut vm, "Setup is complete", Duration::from_secs(120))?;
     ok.push("the console banner turned to \"setup complete\"".into());
+    Ok(ok)
+}
+
+/// An upgrade the vSphere way: a new appliance VM from the OVA, given the old appliance's data disk
+/// (here the static boot's). First boot must leave that disk alone, and the appliance must come up
+/// set up, with the old admin password and the old recovery point.
+fn boot_upgrade(ctx: &BootContext) -> Result<Vec<String>> {
+    let (password, point) = ctx
+        .carried
+        .borrow()
+        .clone()
+        .context("the static boot did not finish, so there is no data disk to carry over")?;
+    let old_data = ctx.dir.join("static-data.qcow2");
+    let (api, _, fwd) = forwards(DHCP_ADDRESS)?;
+    let mut vm = ctx.boot_with_data(None, &fwd, &old_data)?;
+    let mut ok = Vec::new();
+    check::wait_https(&mut vm, api, "/api/v1/setup", 200, ctx.timeout)?;
+    let phase = check::phase(&https(api, "GET", "/api/v1/setup", None, None)?)?;
+    if phase != "complete" {
+        bail!("with the old data disk setup should be complete, it is {phase}");
+    }
+    let token = check::login(api, &password)?;
+    ok.push(
+        "a new VM with the old data disk comes up set up; the old admin password signs in".into(),
+    );
+    let list = https(api, "GET", "/api/v1/points", Some(&token), None)?.json()?;
+    let kept = list["items"].as_array().is_some_and(|items| {
+        items
+            .iter()
+            .any(|p| p["point_id"].as_str() == Some(point.as_str()))
+    });
+    if !kept {
+        bail!("point {point} is not listed after the upgrade: {list}");
+    }
+    ok.push(format!("point {point} is still listed"));
+    check::wait_serial(&mut vm, "First boot:", Duration::from_secs(240))
+        .context("the console banner")?;
+    let kept_disk = vm
+        .serial()
+        .lines()
+        .any(|l| l.contains("data disk:") && l.contains("ferry-data") && l.contains("already"));
+    if !kept_disk {
+        bail!("first boot did not say it kept the existing data disk");
+    }
+    ok.push("first boot kept the existing ferry-data disk".into());
     Ok(ok)
 }
 

@@ -162,16 +162,21 @@ impl Drop for Vm {
     }
 }
 
-/// A qcow2 overlay: the OVA's VMDK stays untouched, whatever the guest writes.
+/// A qcow2 overlay: the OVA's VMDK (or an earlier boot's disk) stays untouched, whatever the guest
+/// writes.
 fn overlay(backing: &Path, overlay: &Path, size: Option<u64>) -> Result<()> {
     let _ = std::fs::remove_file(overlay);
+    let format = match backing.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        _ => "vmdk",
+    };
     let mut args = vec![
         "create".to_string(),
         "-q".into(),
         "-f".into(),
         "qcow2".into(),
         "-F".into(),
-        "vmdk".into(),
+        format.into(),
         "-b".into(),
         backing.display().to_string(),
         overlay.display().to_string(),
