@@ -282,8 +282,9 @@ pub fn write_issue(path: &Path, text: &str) -> Result<(), BannerError> {
 }
 
 /// Waits for the management listener (at most `wait`), writes the banner to `issue_file` and
-/// `out`, and asks agetty to show it. Not unit tested as a whole: it reads this machine's
-/// addresses and host name and runs agetty.
+/// `out`, and asks agetty to show it. Not unit tested as a whole (it reads this machine's
+/// addresses and host name and runs agetty); `ova-build --boot-test` reads its banner off the VM's
+/// serial console.
 pub fn run(
     cfg: &Config,
     issue_file: &Path,

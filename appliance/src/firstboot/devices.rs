@@ -127,7 +127,8 @@ pub trait CommandRunner {
     ) -> Result<CommandOutput, DeviceError>;
 }
 
-/// Runs the real programs. Not unit tested: formatting and repartitioning need real disks.
+/// Runs the real programs. Not unit tested (formatting and repartitioning need real disks);
+/// `ova-build --boot-test` runs it on the appliance VM's disks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemRunner;
 
