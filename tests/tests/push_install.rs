@@ -15,40 +15,11 @@ use appliance::mgmt::push_jobs::{
 };
 use appliance::registry::{Enrollments, DEFAULT_ENROLLMENT_TTL};
 use appliance::state::State;
+use ferry_tests::push_kit::{agents_dir, seeded_image};
 use ferry_tests::sshd::{self, Sshd};
-use ferry_tests::{assert_point_restores, bin, free_port, points, Appliance};
+use ferry_tests::{assert_point_restores, free_port, points, Appliance};
 
 const CA_FINGERPRINT: &str = "abababababababababababababababababababababababababababababababab";
-
-/// 16 MiB of seeded pseudo-random data with zero runs (the agent skips those), like a small disk.
-fn seeded_image(path: &Path) {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut data = vec![0u8; 16 << 20];
-    for (i, chunk) in data.chunks_mut(64 << 10).enumerate() {
-        if i % 5 == 3 {
-            continue;
-        }
-        for b in chunk.iter_mut() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *b = seed as u8;
-        }
-    }
-    std::fs::write(path, data).unwrap();
-}
-
-/// `<dir>/mobility-x86_64` (and aarch64, unused here): the agent binary the tests built.
-fn agents_dir(dir: &Path) -> PathBuf {
-    let agents = dir.join("agents");
-    std::fs::create_dir_all(&agents).unwrap();
-    let arch = std::env::consts::ARCH;
-    let dst = agents.join(format!("mobility-{arch}"));
-    if std::fs::hard_link(bin("mobility"), &dst).is_err() {
-        std::fs::copy(bin("mobility"), &dst).unwrap();
-    }
-    agents
-}
 
 fn target(sshd: &Sshd, key: HostKeyPolicy) -> Target {
     Target::new(
@@ -101,7 +72,8 @@ fn issue_token(app: &mut Appliance, vm: &str) -> push::Enrollment {
 async fn pushed_agent_registers_with_its_token_replicates_and_is_uninstalled() {
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("disk.img");
-    seeded_image(&img);
+    // The seed this test always used, so its image stays the same bytes.
+    seeded_image(&img, 0x9e37_79b9_7f4a_7c15);
     let mut app = Appliance::start(&t.path().join("data"), &[]).unwrap();
     let fp = app.cli(&["fingerprint"]).unwrap().trim().to_string();
     let enrollment = issue_token(&mut app, "test-vm");
