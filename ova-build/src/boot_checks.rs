@@ -233,18 +233,38 @@ pub fn replicate(
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(300) {
         vm.ensure_running()?;
-        let list = https(api_port, "GET", "/api/v1/points", Some(token), None)?.json()?;
-        let found = list["items"].as_array().is_some_and(|items| {
-            items
-                .iter()
-                .any(|p| p["point_id"].as_str() == Some(point.as_str()))
-        });
-        if found {
+        if point_listed(api_port, token, &point)? {
             return Ok(point);
         }
         std::thread::sleep(Duration::from_secs(2));
     }
     bail!("point {point} never appeared in /api/v1/points")
+}
+
+/// Whether `/api/v1/points` lists `point`.
+pub fn point_listed(port: u16, token: &str, point: &str) -> Result<bool> {
+    let list = https(port, "GET", "/api/v1/points", Some(token), None)?.json()?;
+    Ok(list["items"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|p| p["point_id"].as_str() == Some(point))))
+}
+
+/// Waits for the console banner (written after the listener answers, once setup is known) and
+/// returns the serial console so far.
+pub fn wait_banner(vm: &mut Vm) -> Result<String> {
+    wait_serial(vm, "First boot:", Duration::from_secs(240)).context("the console banner")?;
+    Ok(vm.serial())
+}
+
+/// Fails unless the serial console text shows `needle`; `what` says what that proves.
+pub fn expect_on_console(vm: &Vm, serial: &str, needle: &str, what: &str) -> Result<()> {
+    if !serial.contains(needle) {
+        bail!(
+            "the serial console does not show {needle:?} ({what}); log {}",
+            vm.serial_log.display()
+        );
+    }
+    Ok(())
 }
 
 /// A disk image of `mib` MiB of seeded pseudo-random data with zero runs, like a real disk.

@@ -205,9 +205,7 @@ fn boot_static(ctx: &BootContext) -> Result<Vec<String>> {
     let token = check::login(api, &password)?;
     ok.push("unattended setup from the admin password completed; admin signs in".into());
     // The console banner comes last: after the listener, once setup is known.
-    check::wait_serial(&mut vm, "First boot:", Duration::from_secs(240))
-        .context("the console banner")?;
-    let serial = vm.serial();
+    let serial = check::wait_banner(&mut vm)?;
     let status = https(api, "GET", "/api/v1/status", Some(&token), None)?.json()?;
     let fingerprint = status["ca_fingerprint"]
         .as_str()
@@ -238,12 +236,7 @@ fn boot_static(ctx: &BootContext) -> Result<Vec<String>> {
             "the console banner says setup is complete".into(),
         ),
     ] {
-        if !serial.contains(&needle) {
-            bail!(
-                "the serial console does not show {needle:?} ({what}); log {}",
-                vm.serial_log.display()
-            );
-        }
+        check::expect_on_console(&vm, &serial, &needle, &what)?;
         ok.push(what);
     }
     let disk = ctx.dir.join("replicated.img");
@@ -285,9 +278,7 @@ fn boot_bad_address(ctx: &BootContext) -> Result<Vec<String>> {
     if phase != "required" {
         bail!("without an admin password setup should be required, it is {phase}");
     }
-    check::wait_serial(&mut vm, "First boot:", Duration::from_secs(240))
-        .context("the console banner")?;
-    let serial = vm.serial();
+    let serial = check::wait_banner(&mut vm)?;
     let reason = serial
         .lines()
         .find(|l| l.contains("network: DHCP ("))
@@ -314,12 +305,7 @@ fn boot_bad_address(ctx: &BootContext) -> Result<Vec<String>> {
             "the console banner shows the setup token",
         ),
     ] {
-        if !serial.contains(&needle) {
-            bail!(
-                "the serial console does not show {needle:?} ({what}); log {}",
-                vm.serial_log.display()
-            );
-        }
+        check::expect_on_console(&vm, &serial, &needle, what)?;
         ok.push(what.to_string());
     }
     Ok(ok)
@@ -336,9 +322,7 @@ fn boot_without_environment(ctx: &BootContext) -> Result<Vec<String>> {
         "setup page answered on DHCP after {:.0} s",
         took.as_secs_f64()
     ));
-    check::wait_serial(&mut vm, "First boot:", Duration::from_secs(240))
-        .context("the console banner")?;
-    let serial = vm.serial();
+    let serial = check::wait_banner(&mut vm)?;
     if !serial.contains("OVF environment: none") {
         bail!("the console does not say that no OVF environment was found");
     }
@@ -389,20 +373,11 @@ fn boot_upgrade(ctx: &BootContext) -> Result<Vec<String>> {
     ok.push(
         "a new VM with the old data disk comes up set up; the old admin password signs in".into(),
     );
-    let list = https(api, "GET", "/api/v1/points", Some(&token), None)?.json()?;
-    let kept = list["items"].as_array().is_some_and(|items| {
-        items
-            .iter()
-            .any(|p| p["point_id"].as_str() == Some(point.as_str()))
-    });
-    if !kept {
-        bail!("point {point} is not listed after the upgrade: {list}");
+    if !check::point_listed(api, &token, &point)? {
+        bail!("point {point} is not listed after the upgrade");
     }
     ok.push(format!("point {point} is still listed"));
-    check::wait_serial(&mut vm, "First boot:", Duration::from_secs(240))
-        .context("the console banner")?;
-    let kept_disk = vm
-        .serial()
+    let kept_disk = check::wait_banner(&mut vm)?
         .lines()
         .any(|l| l.contains("data disk:") && l.contains("ferry-data") && l.contains("already"));
     if !kept_disk {
